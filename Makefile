@@ -1,0 +1,65 @@
+# nsbuild: the `nsbuild` executable and lua/nsbuild/core.so, built from the same objects.
+SHELL := /bin/bash
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share/nsbuild
+CC ?= cc
+CFLAGS ?= -O2 -g
+BUSTED ?= lua5.4 /usr/bin/busted
+
+PKGS := lua5.4 libcap libarchive libseccomp libcrypto
+WARNINGS := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
+	-Wpointer-arith -Wwrite-strings -Wformat=2 -Wundef -Wvla -Wcast-qual \
+	-Werror=implicit-function-declaration -Werror=format-security
+
+# Recursive (=) so that pkg-config runs only after `deps` has installed it.
+NSB_CFLAGS = -std=gnu11 -fPIC -D_GNU_SOURCE $(WARNINGS) $(CFLAGS) $(shell pkg-config --cflags $(PKGS))
+NSB_LIBS = $(shell pkg-config --libs libcap libarchive libseccomp libcrypto)
+LUA_LIBS = $(shell pkg-config --libs lua5.4)
+
+MODULE_SRCS := $(filter-out core/main.c,$(wildcard core/*.c))
+MODULE_OBJS := $(MODULE_SRCS:core/%.c=build/%.o)
+OBJS := $(MODULE_OBJS) build/main.o
+
+.PHONY: all deps demo test test-core bench install clean
+all: nsbuild lua/nsbuild/core.so
+
+deps:
+	@tools/deps.sh install
+
+build/deps.stamp: tools/deps.sh
+	@tools/deps.sh install
+	@mkdir -p build && touch $@
+
+build/%.o: core/%.c | build/deps.stamp
+	$(CC) $(NSB_CFLAGS) -MMD -MP -c $< -o $@
+
+nsbuild: $(OBJS)
+	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(NSB_LIBS) $(LUA_LIBS)
+
+# The module takes the Lua API from the interpreter that loads it, as Debian's modules do.
+lua/nsbuild/core.so: $(MODULE_OBJS)
+	$(CC) $(LDFLAGS) -shared -o $@ $^ $(NSB_LIBS)
+
+demo: all
+	./nsbuild recipes/busybox.lua
+	./nsbuild run busybox -- sh -c 'echo "pid $$$$ on $$(hostname)"; ls /'
+
+# The suite runs in a private mount namespace so that no mount of a failing test reaches the host.
+test: all
+	@mkdir -p build
+	unshare --mount --propagation private -- $(BUSTED) --output=utfTerminal tests 2>&1 | tee build/test.log; \
+	  exit $${PIPESTATUS[0]}
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/lua/nsbuild/source
+	install -m 755 nsbuild $(DESTDIR)$(BINDIR)/nsbuild
+	install -m 644 lua/nsbuild/*.lua $(DESTDIR)$(DATADIR)/lua/nsbuild/
+	install -m 644 lua/nsbuild/source/*.lua $(DESTDIR)$(DATADIR)/lua/nsbuild/source/
+	install -m 755 lua/nsbuild/core.so $(DESTDIR)$(DATADIR)/lua/nsbuild/core.so
+
+clean:
+	rm -rf build nsbuild lua/nsbuild/core.so
+
+-include $(OBJS:.o=.d)

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: MIT */
+/* luaopen_nsbuild_core: the nsbuild.core table, assembled from each subsystem. */
+#include "core.h"
+
+int
+luaopen_nsbuild_core (lua_State *L)
+{
+  lua_newtable (L);
+  nsb_open_util (L);
+  nsb_open_ns (L);
+  nsb_open_proc (L);
+  nsb_open_mount (L);
+  nsb_open_fs (L);
+  nsb_open_archive (L);
+  nsb_open_digest (L);
+  nsb_open_net (L);
+  return 1;
+}
