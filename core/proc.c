@@ -1,8 +1,376 @@
 /* SPDX-License-Identifier: MIT */
+/* Processes: exec with the PATH lookup done in the current root, wait, kill,
+   pipes, fd hygiene, signal forwarding.
+
+   Lua functions:
+     core.execve(file, argv, env)   -> only returns on failure: nil, message, errno
+     core.waitpid(pid [, nohang])   -> pid, "exited"|"signaled", code|signal  (0 when nohang and running)
+     core.kill(pid, signal)         -> true
+     core.signum(name|number)       -> number
+     core.pipe()                    -> read fd, write fd (both close-on-exec)
+     core.cloexec_from(n)           -> true: every descriptor >= n closes at exec
+     core.forward_signals(pid|nil)  -> true: relay HUP INT QUIT TERM USR1 USR2 WINCH to pid
+     core.set_pdeathsig(signal)     -> true: signal this process gets when its parent dies
+     core.chdir(path), core.chroot(path), core.getpid(), core.getuid(), core.geteuid(),
+     core.getgid(), core._exit(code) */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <linux/close_range.h>
+
 #include "core.h"
+
+/* The PATH of a container whose environment sets none: the one crun and podman use. */
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+struct signal_name {
+  const char *name;
+  int number;
+};
+
+static const struct signal_name signal_names[] = {
+  { "HUP", SIGHUP }, { "INT", SIGINT }, { "QUIT", SIGQUIT }, { "ILL", SIGILL },
+  { "TRAP", SIGTRAP }, { "ABRT", SIGABRT }, { "BUS", SIGBUS }, { "FPE", SIGFPE },
+  { "KILL", SIGKILL }, { "USR1", SIGUSR1 }, { "SEGV", SIGSEGV }, { "USR2", SIGUSR2 },
+  { "PIPE", SIGPIPE }, { "ALRM", SIGALRM }, { "TERM", SIGTERM }, { "CHLD", SIGCHLD },
+  { "CONT", SIGCONT }, { "STOP", SIGSTOP }, { "TSTP", SIGTSTP }, { "TTIN", SIGTTIN },
+  { "TTOU", SIGTTOU }, { "URG", SIGURG }, { "XCPU", SIGXCPU }, { "XFSZ", SIGXFSZ },
+  { "VTALRM", SIGVTALRM }, { "PROF", SIGPROF }, { "WINCH", SIGWINCH }, { "IO", SIGIO },
+  { "PWR", SIGPWR }, { "SYS", SIGSYS }, { NULL, 0 }
+};
+
+static int
+check_signal (lua_State *L, int idx)
+{
+  const struct signal_name *s;
+  const char *name;
+
+  if (lua_isinteger (L, idx))
+    {
+      lua_Integer n = lua_tointeger (L, idx);
+
+      luaL_argcheck (L, n >= 0 && n <= SIGRTMAX, idx, "signal number out of range");
+      return (int) n;
+    }
+  name = luaL_checkstring (L, idx);
+  if (strncmp (name, "SIG", 3) == 0)
+    name += 3;
+  for (s = signal_names; s->name != NULL; s++)
+    if (strcmp (s->name, name) == 0)
+      return s->number;
+  return luaL_argerror (L, idx, lua_pushfstring (L, "unknown signal '%s'", lua_tostring (L, idx)));
+}
+
+/* execve takes char *const[] for historical reasons and never writes the strings. */
+static char *
+unconst (const char *s)
+{
+  union { const char *c; char *m; } u = { .c = s };
+
+  return u.m;
+}
+
+/* Build a NULL-terminated array of the strings of the list at idx, in a userdata
+   that the Lua stack keeps alive. */
+static char **
+check_string_list (lua_State *L, int idx, const char *what)
+{
+  lua_Integer i, n;
+  char **list;
+
+  luaL_checktype (L, idx, LUA_TTABLE);
+  n = luaL_len (L, idx);
+  luaL_argcheck (L, n < 65536, idx, "list too long");
+  list = lua_newuserdatauv (L, sizeof (char *) * (size_t) (n + 1), 0);
+  for (i = 1; i <= n; i++)
+    {
+      lua_geti (L, idx, i);
+      if (lua_type (L, -1) != LUA_TSTRING)
+        luaL_argerror (L, idx, lua_pushfstring (L, "%s must contain only strings", what));
+      list[i - 1] = unconst (lua_tostring (L, -1));
+      /* The string stays reachable through the table for the duration of the call. */
+      lua_pop (L, 1);
+    }
+  list[n] = NULL;
+  return list;
+}
+
+static const char *
+env_path (char **env)
+{
+  for (; *env != NULL; env++)
+    if (strncmp (*env, "PATH=", 5) == 0)
+      return *env + 5;
+  return DEFAULT_PATH;
+}
+
+/* Search PATH of the new environment (not of nsbuild), in the current root, the
+   way execvp does: EACCES is remembered, the search goes on, ENOENT ends it. */
+static int
+exec_search (const char *file, char **argv, char **env)
+{
+  const char *path = env_path (env), *p = path;
+  int seen_eacces = 0;
+
+  for (;;)
+    {
+      const char *end = strchrnul (p, ':');
+      char full[PATH_MAX];
+      size_t dirlen = (size_t) (end - p);
+
+      if (dirlen == 0)
+        snprintf (full, sizeof full, "%s", file);
+      else if ((size_t) snprintf (full, sizeof full, "%.*s/%s", (int) dirlen, p, file) >= sizeof full)
+        goto next;
+      execve (full, argv, env);
+      if (errno == EACCES)
+        seen_eacces = 1;
+      else if (errno != ENOENT && errno != ENOTDIR && errno != ELOOP && errno != ENAMETOOLONG)
+        return -1;
+    next:
+      if (*end == '\0')
+        break;
+      p = end + 1;
+    }
+  errno = seen_eacces ? EACCES : ENOENT;
+  return -1;
+}
+
+static int
+proc_execve (lua_State *L)
+{
+  const char *file = luaL_checkstring (L, 1);
+  char **argv = check_string_list (L, 2, "argv");
+  char **env = check_string_list (L, 3, "env");
+  int err;
+
+  luaL_argcheck (L, argv[0] != NULL, 2, "argv must not be empty");
+  luaL_argcheck (L, *file != '\0', 1, "empty command name");
+  if (strchr (file, '/') != NULL)
+    execve (file, argv, env);
+  else
+    exec_search (file, argv, env);
+  err = errno;
+  if (strchr (file, '/') == NULL && err == ENOENT)
+    {
+      luaL_pushfail (L);
+      lua_pushfstring (L, "exec '%s': not found in PATH (%s)", file, env_path (env));
+      lua_pushinteger (L, err);
+      return 3;
+    }
+  return nsb_fail_path (L, err, "exec", file);
+}
+
+static int
+proc_waitpid (lua_State *L)
+{
+  lua_Integer pid = luaL_checkinteger (L, 1);
+  int options = lua_toboolean (L, 2) ? WNOHANG : 0;
+  int status;
+  pid_t got;
+
+  do
+    got = waitpid ((pid_t) pid, &status, options);
+  while (got < 0 && errno == EINTR);
+  if (got < 0)
+    return nsb_fail (L, errno, lua_pushfstring (L, "waitpid %I", pid));
+  lua_pushinteger (L, got);
+  if (got == 0)
+    return 1;
+  if (WIFEXITED (status))
+    {
+      lua_pushliteral (L, "exited");
+      lua_pushinteger (L, WEXITSTATUS (status));
+    }
+  else if (WIFSIGNALED (status))
+    {
+      lua_pushliteral (L, "signaled");
+      lua_pushinteger (L, WTERMSIG (status));
+    }
+  else
+    {
+      lua_pushliteral (L, "stopped");
+      lua_pushinteger (L, WSTOPSIG (status));
+    }
+  return 3;
+}
+
+static int
+proc_kill (lua_State *L)
+{
+  lua_Integer pid = luaL_checkinteger (L, 1);
+  int sig = check_signal (L, 2);
+
+  if (kill ((pid_t) pid, sig) < 0)
+    return nsb_fail (L, errno, lua_pushfstring (L, "kill %I", pid));
+  return nsb_ok (L);
+}
+
+static int
+proc_signum (lua_State *L)
+{
+  lua_pushinteger (L, check_signal (L, 1));
+  return 1;
+}
+
+static int
+proc_pipe (lua_State *L)
+{
+  int fds[2];
+
+  if (pipe2 (fds, O_CLOEXEC) < 0)
+    return nsb_fail (L, errno, "pipe");
+  nsb_push_fd (L, fds[0]);
+  nsb_push_fd (L, fds[1]);
+  return 2;
+}
+
+/* Mark rather than close: the child's error pipe must stay open until exec,
+   and exec then closes everything at once. */
+static int
+proc_cloexec_from (lua_State *L)
+{
+  lua_Integer first = luaL_checkinteger (L, 1);
+
+  luaL_argcheck (L, first >= 0 && first <= INT_MAX, 1, "not a descriptor number");
+  if (syscall (SYS_close_range, (unsigned int) first, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+    return nsb_fail (L, errno, "close_range");
+  return nsb_ok (L);
+}
+
+static volatile sig_atomic_t forward_pid;
+
+static void
+forward_handler (int sig)
+{
+  int saved = errno;
+
+  if (forward_pid > 0)
+    kill (forward_pid, sig);
+  errno = saved;
+}
+
+static const int forwarded_signals[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2,
+                                         SIGWINCH, 0 };
+
+/* While a container runs, signals sent to nsbuild go to its first process, as
+   crun and podman do; nil restores the default dispositions.  SA_RESTART keeps
+   the parent's waitpid going. */
+static int
+proc_forward_signals (lua_State *L)
+{
+  lua_Integer pid = luaL_optinteger (L, 1, 0);
+  struct sigaction sa;
+  const int *s;
+
+  memset (&sa, 0, sizeof sa);
+  sigemptyset (&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sa.sa_handler = pid > 0 ? forward_handler : SIG_DFL;
+  forward_pid = (sig_atomic_t) pid;
+  for (s = forwarded_signals; *s != 0; s++)
+    if (sigaction (*s, &sa, NULL) < 0)
+      return nsb_fail (L, errno, "sigaction");
+  return nsb_ok (L);
+}
+
+static int
+proc_set_pdeathsig (lua_State *L)
+{
+  int sig = check_signal (L, 1);
+
+  if (prctl (PR_SET_PDEATHSIG, (unsigned long) sig) < 0)
+    return nsb_fail (L, errno, "prctl PR_SET_PDEATHSIG");
+  return nsb_ok (L);
+}
+
+static int
+proc_chdir (lua_State *L)
+{
+  const char *path = luaL_checkstring (L, 1);
+
+  if (chdir (path) < 0)
+    return nsb_fail_path (L, errno, "chdir", path);
+  return nsb_ok (L);
+}
+
+static int
+proc_chroot (lua_State *L)
+{
+  const char *path = luaL_checkstring (L, 1);
+
+  if (chroot (path) < 0)
+    return nsb_fail_path (L, errno, "chroot", path);
+  return nsb_ok (L);
+}
+
+static int
+proc_getpid (lua_State *L)
+{
+  lua_pushinteger (L, getpid ());
+  return 1;
+}
+
+static int
+proc_getuid (lua_State *L)
+{
+  lua_pushinteger (L, getuid ());
+  return 1;
+}
+
+static int
+proc_geteuid (lua_State *L)
+{
+  lua_pushinteger (L, geteuid ());
+  return 1;
+}
+
+static int
+proc_getgid (lua_State *L)
+{
+  lua_pushinteger (L, getgid ());
+  return 1;
+}
+
+static int
+proc_exit (lua_State *L)
+{
+  int code = (int) luaL_optinteger (L, 1, 0);
+
+  fflush (NULL);
+  _exit (code);
+}
+
+static const luaL_Reg proc_functions[] = {
+  { "execve", proc_execve },
+  { "waitpid", proc_waitpid },
+  { "kill", proc_kill },
+  { "signum", proc_signum },
+  { "pipe", proc_pipe },
+  { "cloexec_from", proc_cloexec_from },
+  { "forward_signals", proc_forward_signals },
+  { "set_pdeathsig", proc_set_pdeathsig },
+  { "chdir", proc_chdir },
+  { "chroot", proc_chroot },
+  { "getpid", proc_getpid },
+  { "getuid", proc_getuid },
+  { "geteuid", proc_geteuid },
+  { "getgid", proc_getgid },
+  { "_exit", proc_exit },
+  { NULL, NULL }
+};
 
 void
 nsb_open_proc (lua_State *L)
 {
-  (void) L;
+  luaL_setfuncs (L, proc_functions, 0);
 }
