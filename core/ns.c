@@ -2,7 +2,8 @@
 /* Namespaces: clone a child that runs a Lua function, unshare, setns, id maps, hostname.
 
    Lua functions:
-     core.clone(namespaces, fn)        -> pid, errfd  (the child runs fn, then _exit)
+     core.clone(namespaces, fn [, opts]) -> pid, errfd  (the child runs fn, then _exit);
+                                          opts = { cgroup = fd } starts it in that cgroup
      core.await_exec(errfd)            -> true, or raises the child's error message
      core.unshare(namespaces)          -> true
      core.setns(fd|path [, namespace]) -> true
@@ -41,9 +42,11 @@ static const struct nsb_flag namespace_flags[] = {
 
 /* Fork semantics (no CLONE_VM, no new stack): the child continues on a copy of
    this stack, so it can run Lua on the copied state.  clone3 first, because
-   only it accepts CLONE_NEWTIME; clone for kernels before 5.3. */
+   only it accepts CLONE_NEWTIME and CLONE_INTO_CGROUP; clone for kernels before
+   5.3.  A cgroup_fd >= 0 (a cgroup v2 directory) starts the child in that cgroup;
+   without clone3 that fails with ENOSYS rather than starting it elsewhere. */
 static pid_t
-clone_child (unsigned long flags)
+clone_child (unsigned long flags, int cgroup_fd)
 {
   struct clone_args args;
   pid_t pid;
@@ -51,8 +54,13 @@ clone_child (unsigned long flags)
   memset (&args, 0, sizeof args);
   args.flags = flags;
   args.exit_signal = SIGCHLD;
+  if (cgroup_fd >= 0)
+    {
+      args.flags |= CLONE_INTO_CGROUP;
+      args.cgroup = (uint64_t) cgroup_fd;
+    }
   pid = (pid_t) syscall (SYS_clone3, &args, sizeof args);
-  if (pid >= 0 || errno != ENOSYS)
+  if (pid >= 0 || errno != ENOSYS || cgroup_fd >= 0)
     return pid;
   if (flags & CLONE_NEWTIME)
     {
@@ -125,10 +133,29 @@ child_run (lua_State *L, int fn_index, int errfd)
   _exit (code);
 }
 
+/* The optional options table of core.clone: { cgroup = fd handle or number }. */
+static int
+check_clone_cgroup (lua_State *L, int idx)
+{
+  static const char *const fields[] = { "cgroup", NULL };
+  int fd = -1;
+
+  if (lua_isnoneornil (L, idx))
+    return -1;
+  luaL_checktype (L, idx, LUA_TTABLE);
+  nsb_check_fields (L, idx, fields);
+  if (lua_getfield (L, idx, "cgroup") != LUA_TNIL)
+    fd = nsb_check_fd_or_int (L, lua_gettop (L));
+  lua_pop (L, 1);
+  luaL_argcheck (L, fd >= -1, idx, "option 'cgroup' must be a descriptor");
+  return fd;
+}
+
 static int
 ns_clone (lua_State *L)
 {
   unsigned long flags = nsb_check_flags (L, 1, namespace_flags);
+  int cgroup_fd = check_clone_cgroup (L, 3);
   int fds[2];
   pid_t pid;
 
@@ -138,14 +165,14 @@ ns_clone (lua_State *L)
 
   /* Buffered output would otherwise be written twice, once by each process. */
   fflush (NULL);
-  pid = clone_child (flags);
+  pid = clone_child (flags, cgroup_fd);
   if (pid < 0)
     {
       int err = errno;
 
       close (fds[0]);
       close (fds[1]);
-      return nsb_fail (L, err, "clone");
+      return nsb_fail (L, err, cgroup_fd >= 0 ? "clone3 into a cgroup" : "clone");
     }
   if (pid == 0)
     {
