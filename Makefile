@@ -49,7 +49,7 @@ demo: all
 # The suite runs in a private mount namespace so that no mount of a failing test reaches the host.
 test: all
 	@mkdir -p build
-	unshare --mount --propagation private -- $(BUSTED) --output=utfTerminal tests 2>&1 | tee build/test.log; \
+	unshare --mount --propagation private -- $(BUSTED) --output=plainTerminal tests 2>&1 | tee build/test.log; \
 	  exit $${PIPESTATUS[0]}
 
 install: all

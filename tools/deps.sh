@@ -8,7 +8,8 @@ packages="
   gcc make pkg-config
   lua5.4 liblua5.4-dev lua-cjson lua-busted
   libcap-dev libarchive-dev libseccomp-dev libssl-dev
-  apt util-linux iproute2
+  apt util-linux iproute2 procps
+  binutils xz-utils zstd bzip2 libcap2-bin
   slirp4netns uidmap
 "
 

@@ -1,3 +1,231 @@
+--- The command line: parses arguments and calls the library.
+local core = require "nsbuild.core"
+local errors = require "nsbuild.errors"
+local log = require "nsbuild.log"
+local nsbuild = require "nsbuild"
+
 local M = {}
-function M.main(args) print("nsbuild", #args) return 0 end
+
+local usage = [[
+usage:
+  nsbuild [OPTIONS] RECIPE.lua [NAME...]   build the images a recipe returns
+  nsbuild run [RUN OPTIONS] IMAGE [--] [COMMAND [ARG...]]
+                                           run a command in a container of IMAGE
+  nsbuild images                           list tagged images
+  nsbuild repl                             Lua prompt with the nsbuild API loaded
+  nsbuild help | --help | --version
+
+options:
+  --cache DIR        layer store to use (default: $NSBUILD_CACHE, rootfs-cache/ in a
+                     source checkout, /var/lib/nsbuild as root)
+  --no-cache         build every step again
+  -q, --quiet        no progress output
+
+run options:
+  --hostname NAME    hostname inside the container (default: a random id)
+  -e NAME=VALUE      set an environment variable (repeatable)
+  -w DIR             working directory inside the container
+]]
+
+-- Split args[first..] into options and positional arguments. spec maps option
+-- names to true (takes a value) or false (a switch). With stop_after_first, the
+-- first positional argument ends option parsing: the rest is a command line.
+local function parse(args, first, spec, stop_after_first)
+  local opts, rest = { env = {} }, {}
+  local i = first
+  while i <= #args do
+    local a = args[i]
+    if a == "--" then
+      for j = i + 1, #args do rest[#rest + 1] = args[j] end
+      break
+    end
+    local name, inline = a:match("^(%-%-?[%w-]+)=(.*)$")
+    name = name or a
+    if spec[name] == nil then
+      if a:sub(1, 1) == "-" and a ~= "-" then
+        errors.raise("unknown option '%s' (see nsbuild --help)", a)
+      end
+      rest[#rest + 1] = a
+      if stop_after_first then
+        for j = i + 1, #args do rest[#rest + 1] = args[j] end
+        break
+      end
+    elseif spec[name] then
+      local value = inline
+      if value == nil then
+        i = i + 1
+        value = args[i]
+      end
+      if value == nil then
+        errors.raise("option '%s' needs a value", name)
+      end
+      if name == "-e" then
+        opts.env[#opts.env + 1] = value
+      else
+        opts[name] = value
+      end
+    else
+      opts[name] = true
+    end
+    i = i + 1
+  end
+  return opts, rest
+end
+
+local function open_store(opts)
+  return nsbuild.store.open(opts["--cache"] or nsbuild.store.default_dir())
+end
+
+local function cmd_build(args)
+  local opts, rest = parse(args, 1, { ["--cache"] = true, ["--no-cache"] = false,
+                                      ["-q"] = false, ["--quiet"] = false })
+  local path = table.remove(rest, 1)
+  if not path then
+    errors.raise("missing RECIPE.lua (see nsbuild --help)")
+  end
+  local wanted = {}
+  for _, name in ipairs(rest) do wanted[name] = true end
+
+  local recipes = require("nsbuild.recipe").load(path, nsbuild)
+  local store = open_store(opts)
+  local quiet = opts["-q"] or opts["--quiet"]
+  local built = 0
+  for _, entry in ipairs(recipes) do
+    if next(wanted) == nil or wanted[entry.name] then
+      wanted[entry.name or ""] = nil
+      if entry.name and not quiet then
+        io.stderr:write("== ", entry.name, "\n")
+      end
+      local result = nsbuild.build(store, entry.image, { no_cache = opts["--no-cache"], quiet = quiet })
+      local names = entry.image.tags
+      if #names == 0 and entry.name then
+        names = { entry.name }
+      end
+      for _, name in ipairs(names) do
+        store:tag(name, { key = result.key, layers = result.layers, config = result.config })
+      end
+      if not quiet then
+        local what = result.ran == 0 and "nothing to do, every step was cached"
+                     or string.format("%d steps run, %d cached", result.ran, result.cached)
+        io.stderr:write(string.format("built %s: %s\n",
+          #names > 0 and table.concat(names, ", ") or "(untagged image)", what))
+      end
+      built = built + 1
+    end
+  end
+  local missing = next(wanted)
+  if missing then
+    errors.raise("recipe '%s' has no image named '%s'", path, missing)
+  end
+  return 0
+end
+
+local function random_id()
+  local f = io.open("/dev/urandom", "rb")
+  local bytes = f and f:read(8) or tostring(os.time() .. core.getpid())
+  if f then f:close() end
+  return core.sha256(bytes):sub(1, 12)
+end
+
+local function cmd_run(args)
+  local opts, rest = parse(args, 2, { ["--cache"] = true, ["--hostname"] = true,
+                                      ["-e"] = true, ["-w"] = true }, true)
+  local name = table.remove(rest, 1)
+  if not name then
+    errors.raise("run: missing IMAGE (usage: nsbuild run IMAGE [--] [COMMAND...])")
+  end
+  local store = open_store(opts)
+  local img = store:image(name)
+  if not img then
+    errors.raise("run: image '%s' not found in %s; build it first (nsbuild RECIPE.lua) or see nsbuild images",
+                 name, store.dir)
+  end
+  local config = img.config or {}
+  local argv = {}
+  for _, a in ipairs(config.entrypoint or {}) do argv[#argv + 1] = a end
+  local cmd = #rest > 0 and rest or config.cmd or {}
+  for _, a in ipairs(cmd) do argv[#argv + 1] = a end
+
+  local id = random_id()
+  local hostname = opts["--hostname"] or id
+  local work, release = store:work_dir("container-" .. id)
+  local ok, result = pcall(function()
+    local upper, ovl_work, merged = work .. "/upper", work .. "/work", work .. "/merged"
+    local lower = {}
+    for i, layer in ipairs(img.layers) do lower[i] = store:layer_path(layer) end
+    if #lower == 0 then
+      lower[1] = work .. "/empty"
+    end
+    for _, d in ipairs({ upper, ovl_work, merged, #img.layers == 0 and lower[1] or nil }) do
+      errors.check(core.mkdir(d, 0755))
+    end
+    return nsbuild.container.run({
+      rootfs = { layers = lower, upper = upper, work = ovl_work, target = merged },
+      argv = argv,
+      env = nsbuild.container.environment(config.env, opts.env, hostname),
+      cwd = opts["-w"] or config.workdir or "/",
+      hostname = hostname,
+    })
+  end)
+  release(true)
+  if not ok then
+    error(result, 0)
+  end
+  return result
+end
+
+local function cmd_images(args)
+  local opts = parse(args, 2, { ["--cache"] = true })
+  local store = open_store(opts)
+  io.stdout:write(string.format("%-30s %-14s %8s %10s\n", "NAME", "ID", "LAYERS", "SIZE"))
+  for _, img in ipairs(store:images()) do
+    local size = 0
+    for _, layer in ipairs(img.layers) do
+      local meta = store:layer_meta(layer)
+      size = size + (meta and meta.size or 0)
+    end
+    io.stdout:write(string.format("%-30s %-14s %8d %9.1fM\n", img.name, (img.key or ""):sub(1, 12),
+                                  #img.layers, size / 1048576))
+  end
+  return 0
+end
+
+local function cmd_repl()
+  return require("nsbuild.repl").run(nsbuild)
+end
+
+local function dispatch(args)
+  local command = args[1]
+  if command == nil or command == "help" or command == "--help" or command == "-h" then
+    io.stdout:write(usage)
+    return command == nil and 2 or 0
+  elseif command == "--version" then
+    io.stdout:write("nsbuild ", nsbuild.version, "\n")
+    return 0
+  elseif command == "run" then
+    return cmd_run(args)
+  elseif command == "images" then
+    return cmd_images(args)
+  elseif command == "repl" then
+    return cmd_repl()
+  end
+  return cmd_build(args)
+end
+
+--- Run the command line; return the process exit code.
+function M.main(args)
+  local ok, result = xpcall(dispatch, function(e)
+    if errors.is(e) or os.getenv("NSBUILD_TRACE") == nil then
+      return e
+    end
+    return debug.traceback(tostring(e), 2)
+  end, args)
+  if ok then
+    return result
+  end
+  local message, code = errors.describe(result)
+  log.error("%s", message)
+  return code
+end
+
 return M

@@ -1,1 +1,25 @@
-return {}
+--- The public API of nsbuild, as recipes and the REPL see it.
+--
+--   local nsbuild = require "nsbuild"
+--   local img = nsbuild.from(nsbuild.deb "busybox-static"):run { "/bin/busybox", "--install", "-s", "/bin" }
+local image = require "nsbuild.image"
+
+local M = {}
+
+M.version = "0.1.0"
+
+M.core = require "nsbuild.core"
+M.policy = require "nsbuild.policy"
+M.container = require "nsbuild.container"
+M.store = require "nsbuild.store"
+M.build = require("nsbuild.build").build
+
+M.from = image.from
+M.is_image = image.is_image
+M.deb = require("nsbuild.source.deb").deb
+M.scratch = require("nsbuild.source.scratch").scratch
+
+--- The names a recipe sees as globals.
+M.recipe_api = { "from", "deb", "scratch", "policy" }
+
+return M

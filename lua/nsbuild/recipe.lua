@@ -1,0 +1,62 @@
+--- Loading recipes: a recipe is a Lua file that sees the nsbuild API as
+-- globals and returns an image or a table of named images.
+local errors = require "nsbuild.errors"
+local image = require "nsbuild.image"
+
+local M = {}
+
+local function recipe_env(nsbuild)
+  local env = { nsbuild = nsbuild }
+  for _, name in ipairs(nsbuild.recipe_api) do
+    env[name] = nsbuild[name]
+  end
+  return setmetatable(env, { __index = _G })
+end
+
+-- Strip the traceback the message handler adds, so the error stays one line.
+local function first_line(msg)
+  return (tostring(msg):match("^[^\n]*"))
+end
+
+--- Load and evaluate a recipe file. Returns a list of { name = ..., image = ... }
+-- sorted by name (name is nil for a recipe that returns a single image).
+-- Raises an nsbuild error naming file:line for a syntax or runtime error.
+function M.load(path, nsbuild)
+  local chunk, err = loadfile(path, "t", recipe_env(nsbuild))
+  if not chunk then
+    if err:find("No such file", 1, true) or err:find("cannot open", 1, true) then
+      errors.raise("cannot read recipe '%s': %s", path, err:gsub("^cannot open ", ""))
+    end
+    errors.raise("%s", err)
+  end
+  local ok, result = xpcall(chunk, function(e)
+    if errors.is(e) then return e end
+    return first_line(e)
+  end)
+  if not ok then
+    if errors.is(result) then
+      error(result, 0)
+    end
+    errors.raise("%s", result)
+  end
+
+  if image.is_image(result) then
+    return { { image = result } }
+  end
+  if type(result) ~= "table" then
+    errors.raise("recipe '%s' must return an image or a table of named images, not a %s", path,
+                 type(result))
+  end
+  local list = {}
+  for name, img in pairs(result) do
+    if type(name) ~= "string" or not image.is_image(img) then
+      errors.raise("recipe '%s': the returned table must map names to images (entry '%s' is a %s)",
+                   path, tostring(name), type(img))
+    end
+    list[#list + 1] = { name = name, image = img }
+  end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  return list
+end
+
+return M

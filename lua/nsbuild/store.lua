@@ -1,0 +1,245 @@
+--- The layer store in rootfs-cache/: layers, the step index, tags, work in
+-- progress, and the lock that serialises commits.
+--
+--   layers/<id>/        a committed layer tree (overlay format), read-only by convention
+--   layers/<id>.json    its metadata: parent, size, created_by
+--   steps/<key>.json    what a step produced: its layer id (if any)
+--   images/<name>.json  tags: the layer list and config of a built image
+--   downloads/          fetched inputs, named by their sha256
+--   tmp/<work>/         work in progress, each held by tmp/<work>.lock (flock)
+--   lock                flock taken to commit
+--
+-- Every commit is write-to-tmp then rename, so a build killed at any moment
+-- leaves the store as it was. Requires nsbuild.core and cjson.
+local core = require "nsbuild.core"
+local cjson = require "cjson"
+local errors = require "nsbuild.errors"
+local log = require "nsbuild.log"
+
+local M = {}
+
+local Store = {}
+Store.__index = Store
+
+local check = errors.check
+
+local subdirs = { "layers", "steps", "images", "downloads", "tmp", "logs", "blobs", "blobs/sha256" }
+
+-- The checkout nsbuild runs from, when it runs from its source tree: the
+-- directory holding lua/nsbuild/init.lua, a Makefile and rootfs-cache/.
+local function source_tree()
+  local init = package.searchpath("nsbuild", package.path)
+  local top = init and init:match("^(.-)/?lua/nsbuild/init%.lua$")
+  if top == nil then
+    return nil
+  end
+  if top == "" then
+    top = "."
+  end
+  if core.lstat(top .. "/Makefile") and core.lstat(top .. "/rootfs-cache") then
+    return top
+  end
+  return nil
+end
+
+--- Return the store directory to use when none is given: NSBUILD_CACHE, else
+-- rootfs-cache/ of the source tree nsbuild runs from, else /var/lib/nsbuild for
+-- root and $XDG_DATA_HOME/nsbuild (~/.local/share/nsbuild) for other users.
+function M.default_dir()
+  local env = os.getenv("NSBUILD_CACHE")
+  if env and env ~= "" then
+    return env
+  end
+  local top = source_tree()
+  if top then
+    return top .. "/rootfs-cache"
+  end
+  if core.geteuid() == 0 then
+    return "/var/lib/nsbuild"
+  end
+  local data = os.getenv("XDG_DATA_HOME")
+  if not data or data == "" then
+    data = (os.getenv("HOME") or "") .. "/.local/share"
+  end
+  return data .. "/nsbuild"
+end
+
+--- Open (creating if needed) the store at dir. Removes work directories left by
+-- builds that no longer run. Raises when dir cannot be created.
+function M.open(dir)
+  local ok, err = core.mkdirs(dir, 0755)
+  if not ok then
+    errors.raise("cannot create the cache directory: %s (use --cache DIR or NSBUILD_CACHE)", err)
+  end
+  dir = check(core.realpath(dir))
+  for _, sub in ipairs(subdirs) do
+    check(core.mkdirs(dir .. "/" .. sub, 0755))
+  end
+  local store = setmetatable({ dir = dir, held = {} }, Store)
+  store:clean_stale_work()
+  return store
+end
+
+function Store:path(...)
+  return table.concat({ self.dir, ... }, "/")
+end
+
+--- Take the store's commit lock; returns a function that releases it.
+function Store:lock()
+  local fd = check(core.open(self:path("lock"), { "rdwr", "creat" }, 0644))
+  check(core.flock(fd, "ex"))
+  return function()
+    core.flock(fd, "un")
+    fd:close()
+  end
+end
+
+--- Create a work directory under tmp/ held by this process until released.
+-- Returns its path and a release function; release(true) also removes it.
+-- A work directory whose holder died is removed by the next open of the store.
+function Store:work_dir(purpose)
+  local base = check(core.mkdtemp(self:path("tmp", purpose .. "-")))
+  local lockfd = check(core.open(base .. ".lock", { "rdwr", "creat" }, 0600))
+  check(core.flock(lockfd, "ex", true))
+  self.held[base] = lockfd
+  local function release(remove)
+    if remove then
+      local ok, err = core.rmtree(base)
+      if not ok then
+        log.warn("cannot remove the work directory: %s", err)
+      end
+    end
+    core.unlink(base .. ".lock")
+    lockfd:close()
+    self.held[base] = nil
+  end
+  return base, release
+end
+
+--- Remove tmp/ entries whose lock nobody holds: leftovers of a killed build.
+function Store:clean_stale_work()
+  local tmp = self:path("tmp")
+  for _, name in ipairs(check(core.listdir(tmp))) do
+    local work = name:match("^(.*)%.lock$")
+    if work then
+      local fd = core.open(tmp .. "/" .. name, { "rdwr" })
+      if fd and core.flock(fd, "ex", true) then
+        local ok, err = core.rmtree(tmp .. "/" .. work)
+        if ok then
+          core.unlink(tmp .. "/" .. name)
+          log.debug("removed stale work directory %s", work)
+        else
+          log.warn("cannot remove stale work directory: %s", err)
+        end
+      end
+      if fd then
+        fd:close()
+      end
+    end
+  end
+end
+
+function Store:layer_path(id)
+  return self:path("layers", id)
+end
+
+function Store:has_layer(id)
+  return core.lstat(self:layer_path(id)) ~= nil and core.lstat(self:layer_path(id) .. ".json") ~= nil
+end
+
+local function read_json(path)
+  local data = core.read_file(path)
+  if not data then
+    return nil
+  end
+  local ok, value = pcall(cjson.decode, data)
+  if not ok then
+    log.warn("ignoring corrupt store file %s: %s", path, value)
+    return nil
+  end
+  return value
+end
+
+local function write_json(path, value)
+  check(core.write_file(path, cjson.encode(value), 0644))
+end
+
+--- Move a finished layer tree from a work directory into layers/<id>.
+-- When another build committed the same id first, its layer is kept and ours
+-- removed: equal ids mean equal steps. The metadata file is written last, so
+-- a layer counts as present only once it is complete.
+function Store:commit_layer(tree, id, meta)
+  local unlock = self:lock()
+  local ok, err = pcall(function()
+    local target = self:layer_path(id)
+    if core.lstat(target) then
+      check(core.rmtree(tree))
+    else
+      check(core.rename(tree, target))
+    end
+    meta.size = meta.size or (core.du(target))
+    write_json(target .. ".json", meta)
+  end)
+  unlock()
+  if not ok then
+    error(err, 0)
+  end
+end
+
+function Store:layer_meta(id)
+  return read_json(self:layer_path(id) .. ".json")
+end
+
+--- Return the record of a step by cache key, or nil when it was never built.
+function Store:step(key)
+  local rec = read_json(self:path("steps", key .. ".json"))
+  if rec and rec.layer and not self:has_layer(rec.layer) then
+    return nil
+  end
+  return rec
+end
+
+function Store:put_step(key, record)
+  write_json(self:path("steps", key .. ".json"), record)
+end
+
+local function image_file(name)
+  return (name:gsub("[%%/]", function(c) return string.format("%%%02X", c:byte()) end)) .. ".json"
+end
+
+--- Normalise an image reference: "busybox" means "busybox:latest".
+function M.normalize_name(name)
+  if not name:find(":", 1, true) then
+    return name .. ":latest"
+  end
+  return name
+end
+
+--- Record a built image under a tag name.
+function Store:tag(name, image)
+  name = M.normalize_name(name)
+  image.name = name
+  write_json(self:path("images", image_file(name)), image)
+end
+
+--- Return the image record of a tag, or nil.
+function Store:image(name)
+  return read_json(self:path("images", image_file(M.normalize_name(name))))
+end
+
+--- Return every tagged image record, sorted by name.
+function Store:images()
+  local list = {}
+  for _, file in ipairs(check(core.listdir(self:path("images")))) do
+    if file:sub(-5) == ".json" then
+      local rec = read_json(self:path("images", file))
+      if rec then
+        list[#list + 1] = rec
+      end
+    end
+  end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  return list
+end
+
+return M
