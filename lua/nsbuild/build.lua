@@ -140,8 +140,7 @@ local function build_run(store, step, key, layers, config, position)
       hostname = "nsbuild",
     })
     if code ~= 0 then
-      errors.raise_code(code, "step %s (%s) failed with exit code %d: %s", position, step.at or "?",
-                        code, step_summary(step))
+      errors.raise_code(code, "step %s failed with exit code %d: %s", position, code, step_summary(step))
     end
     if is_empty_dir(upper) then
       key = nil
@@ -183,7 +182,7 @@ function M.build(store, img, opts)
       key = chain_key(key, step.field .. "=" .. util.command_line(
         type(step.value) == "table" and step.value or { step.value }))
     else
-      local canonical = step.kind == "source" and step.source:describe() or run_canonical(step, config)
+      local canonical = step.kind == "source" and step.source:describe(store) or run_canonical(step, config)
       key = chain_key(key, canonical)
       local record = not opts.no_cache and store:step(key)
       if record then

@@ -6,7 +6,7 @@ local nsbuild = require "nsbuild"
 
 local M = {}
 
-local usage = [[
+local usage = [=[
 usage:
   nsbuild [OPTIONS] RECIPE.lua [NAME...]   build the images a recipe returns
   nsbuild run [RUN OPTIONS] IMAGE [--] [COMMAND [ARG...]]
@@ -25,7 +25,7 @@ run options:
   --hostname NAME    hostname inside the container (default: a random id)
   -e NAME=VALUE      set an environment variable (repeatable)
   -w DIR             working directory inside the container
-]]
+]=]
 
 -- Split args[first..] into options and positional arguments. spec maps option
 -- names to true (takes a value) or false (a switch). With stop_after_first, the
@@ -47,7 +47,8 @@ local function parse(args, first, spec, stop_after_first)
       end
       rest[#rest + 1] = a
       if stop_after_first then
-        for j = i + 1, #args do rest[#rest + 1] = args[j] end
+        local from = args[i + 1] == "--" and i + 2 or i + 1
+        for j = from, #args do rest[#rest + 1] = args[j] end
         break
       end
     elseif spec[name] then

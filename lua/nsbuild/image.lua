@@ -33,7 +33,8 @@ local function check_string_list(value, what, level)
   return copy
 end
 
--- Where in the recipe a step was written: "recipe.lua:12", for error messages.
+-- Where in the recipe a step was written: "recipe.lua:12". NOTE: Lua 5.4
+-- reports every call of a method chain at the line where the chain starts.
 local function caller_position(level)
   local info = debug.getinfo(level + 1, "Sl")
   if info and info.currentline and info.currentline > 0 then

@@ -7,6 +7,7 @@
 local core = require "nsbuild.core"
 local errors = require "nsbuild.errors"
 local util = require "nsbuild.util"
+local cjson = require "cjson"
 
 local M = {}
 
@@ -51,9 +52,36 @@ local function parse_fields(text)
   return fields
 end
 
+-- What decides apt's candidate for a package: its lists and its configuration.
+local apt_inputs = { "/var/lib/apt/lists", "/etc/apt/sources.list", "/etc/apt/sources.list.d",
+                     "/etc/apt/preferences", "/etc/apt/preferences.d", "/etc/apt/apt.conf.d" }
+
+-- A fingerprint of apt's state: name, size and mtime (ns) of every input file.
+-- Any `apt-get update` or configuration change alters it.
+local function apt_fingerprint()
+  local parts = {}
+  local function add(path, st)
+    parts[#parts + 1] = string.format("%s %d %d.%09d", path, st.size, st.mtime_sec, st.mtime_nsec)
+  end
+  for _, path in ipairs(apt_inputs) do
+    local st = core.stat(path)
+    if st and st.type == "dir" then
+      for _, name in ipairs(core.listdir(path) or {}) do
+        local entry = core.stat(path .. "/" .. name)
+        if entry and entry.type == "file" then
+          add(path .. "/" .. name, entry)
+        end
+      end
+    elseif st then
+      add(path, st)
+    end
+  end
+  return core.sha256(table.concat(parts, "\n"))
+end
+
 -- Look a package up in apt's index: version, architecture and sha256 of the
 -- candidate. Raises when apt does not know it.
-local function resolve_package(name)
+local function query_apt(name)
   local output, ok = util.capture({ "apt-cache", "show", "--no-all-versions", "--", name })
   local fields = ok and parse_fields(output) or {}
   if not ok or not fields.Version or not fields.SHA256 then
@@ -64,9 +92,29 @@ local function resolve_package(name)
            sha256 = fields.SHA256 }
 end
 
+-- apt-cache takes most of a second when apt keeps no binary cache, so the pins
+-- are remembered in the store for as long as apt's fingerprint is unchanged.
+local function resolve_package(store, name)
+  local memo_path = store:path("downloads", "apt-pins.json")
+  local fingerprint = apt_fingerprint()
+  local data = core.read_file(memo_path)
+  local ok, memo = pcall(cjson.decode, data or "")
+  if not ok or type(memo) ~= "table" or memo.fingerprint ~= fingerprint then
+    memo = { fingerprint = fingerprint, packages = {} }
+  end
+  local pin = memo.packages[name]
+  if pin then
+    return pin
+  end
+  pin = query_apt(name)
+  memo.packages[name] = pin
+  core.write_file(memo_path, cjson.encode(memo), 0644)
+  return pin
+end
+
 --- Return the canonical description of this source, which its cache key hashes.
 -- Resolves package names against apt's index and hashes local files.
-function Deb:describe()
+function Deb:describe(store)
   local parts = { "deb" }
   self.resolved = {}
   for _, name in ipairs(self.packages) do
@@ -79,7 +127,7 @@ function Deb:describe()
       pkg = { file = name, sha256 = sum }
       parts[#parts + 1] = "file sha256:" .. sum
     else
-      pkg = resolve_package(name)
+      pkg = resolve_package(store, name)
       parts[#parts + 1] = string.format("%s=%s %s sha256:%s", pkg.name, pkg.version, pkg.arch, pkg.sha256)
     end
     self.resolved[#self.resolved + 1] = pkg
