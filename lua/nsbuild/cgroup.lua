@@ -108,6 +108,12 @@ function M.detect(mountinfo, proc_cgroup)
   mountinfo = mountinfo or assert(read_file("/proc/self/mountinfo"))
   proc_cgroup = proc_cgroup or assert(read_file("/proc/self/cgroup"))
   local paths, unified_path = parse_proc_cgroup(proc_cgroup)
+  -- An nsbuild that moved itself into a leaf (see move_self_to_leaf) keeps
+  -- creating containers beside that leaf, not below it.
+  if live and unified_path then
+    unified_path = unified_path:gsub("/nsbuild%-" .. core.getpid() .. "%-self$", "")
+    if unified_path == "" then unified_path = "/" end
+  end
   local layout = { v1 = {} }
 
   for line in mountinfo:gmatch("[^\n]+") do
@@ -627,9 +633,10 @@ local function create_v2(cg, writes)
                                 trim(core.cgroup_read(unified.dir .. "/cgroup.controllers") or ""))
     end
   end
-  local wanted = { table.unpack(required) }
+  local wanted, seen = { table.unpack(required) }, {}
+  for _, name in ipairs(required) do seen[name] = true end
   for _, name in ipairs(stats_controllers) do
-    if unified.controllers[name] and not wanted[name] then wanted[#wanted + 1] = name end
+    if unified.controllers[name] and not seen[name] then wanted[#wanted + 1] = name end
   end
   local is_root = unified.dir == unified.mount
   local ok, err = enable_controllers(unified.dir, is_root, wanted, required)
@@ -672,9 +679,8 @@ local function create_v1(cg, writes)
   end
   for _, w in ipairs(writes) do
     if not v1[w.controller] then
-      local hint = w.limit == "memory_swap" and "" or ""
-      return nil, string.format("limit %s needs the v1 %s controller, which is not mounted on this %s host%s",
-                                w.limit, w.controller, cg.layout.kind, hint)
+      return nil, string.format("limit %s needs the v1 %s controller, which is not mounted on this %s host",
+                                w.limit, w.controller, cg.layout.kind)
     end
     if not seen[w.controller] then
       seen[w.controller] = true
