@@ -25,6 +25,11 @@ run options:
   --hostname NAME    hostname inside the container (default: a random id)
   -e NAME=VALUE      set an environment variable (repeatable)
   -w DIR             working directory inside the container
+  --memory SIZE      memory limit in bytes, or with a unit: 512M, 2G ("max": none)
+  --pids-limit N     maximum number of processes ("max", -1 or 0: none)
+  --cpus N           CPU time limit in cores, e.g. 0.5 for half of one core
+  --stats            print the container's peak memory, CPU time, peak pids
+                     and OOM kills when it ends
 ]=]
 
 -- Split args[first..] into options and positional arguments. spec maps option
@@ -128,9 +133,32 @@ local function random_id()
   return core.sha256(bytes):sub(1, 12)
 end
 
+-- The limits table of a policy from --memory, --pids-limit and --cpus;
+-- numbers stay numbers so that the policy's validation names bad values.
+local function run_limits(opts)
+  local limits = {}
+  if opts["--memory"] then
+    limits.memory = math.tointeger(tonumber(opts["--memory"])) or opts["--memory"]
+  end
+  if opts["--pids-limit"] then
+    limits.pids = math.tointeger(tonumber(opts["--pids-limit"])) or opts["--pids-limit"]
+  end
+  if opts["--cpus"] then
+    limits.cpu = tonumber(opts["--cpus"]) or opts["--cpus"]
+  end
+  return limits
+end
+
 local function cmd_run(args)
   local opts, rest = parse(args, 2, { ["--cache"] = true, ["--hostname"] = true,
-                                      ["-e"] = true, ["-w"] = true }, true)
+                                      ["-e"] = true, ["-w"] = true, ["--memory"] = true,
+                                      ["--pids-limit"] = true, ["--cpus"] = true,
+                                      ["--stats"] = false }, true)
+  local valid, run_policy = pcall(nsbuild.policy.extend, nsbuild.policy.default, { limits = run_limits(opts) })
+  if not valid then
+    -- The policy's message names the option's limit; the Lua position would only distract.
+    errors.raise("run: %s", (tostring(run_policy):gsub("^[^:]*:%d+: ", "")))
+  end
   local name = table.remove(rest, 1)
   if not name then
     errors.raise("run: missing IMAGE (usage: nsbuild run IMAGE [--] [COMMAND...])")
@@ -150,7 +178,7 @@ local function cmd_run(args)
   local id = random_id()
   local hostname = opts["--hostname"] or id
   local work, release = store:work_dir("container-" .. id)
-  local ok, result = pcall(function()
+  local ok, result, info = pcall(function()
     local upper, ovl_work, merged = work .. "/upper", work .. "/work", work .. "/merged"
     local lower = {}
     for i, layer in ipairs(img.layers) do lower[i] = store:layer_path(layer) end
@@ -166,11 +194,16 @@ local function cmd_run(args)
       env = nsbuild.container.environment(config.env, opts.env, hostname),
       cwd = opts["-w"] or config.workdir or "/",
       hostname = hostname,
+      policy = run_policy,
     })
   end)
   release(true)
   if not ok then
     error(result, 0)
+  end
+  if opts["--stats"] then
+    local stats = info and info.stats
+    log.info("stats: %s", stats and nsbuild.cgroup.format_stats(stats) or "none (the container ran without a cgroup)")
   end
   return result
 end

@@ -5,8 +5,10 @@
 -- sequence in Lua and ends in exec or _exit; an error in it reaches the parent
 -- through a close-on-exec pipe and becomes an nsbuild error with exit code
 -- 125, 126 (cannot invoke) or 127 (not found).
+local cgroup = require "nsbuild.cgroup"
 local core = require "nsbuild.core"
 local errors = require "nsbuild.errors"
+local log = require "nsbuild.log"
 local policy = require "nsbuild.policy"
 
 local M = {}
@@ -145,6 +147,13 @@ M.child_steps = {
       c.sync_read:read(1)
       c.sync_read:close()
     end },
+  -- Only now, attached to the container's cgroup, does a new cgroup namespace
+  -- take that cgroup as its root; made by clone it would take nsbuild's.
+  { "enter a cgroup namespace", function(c)
+      if c.namespaces.cgroup then
+        must("unshare the cgroup namespace", core.unshare({ "cgroup" }))
+      end
+    end },
   -- A container outlives no nsbuild: if the parent dies, even by SIGKILL, the
   -- kernel kills this first process and with it the whole pid namespace.
   { "tie to the parent", function()
@@ -196,6 +205,78 @@ local function exit_code(how, value)
   return value
 end
 
+-- Clone the child into the cgroup where the kernel can (clone3 with
+-- CLONE_INTO_CGROUP, cgroup v2, Linux 5.7), else clone it and write its pid
+-- to cgroup.procs while it waits on the sync pipe.
+local function clone_in_cgroup(c, list, cg)
+  local fn = function() child_main(c) end
+  local opts = cg and cg:clone_options()
+  if opts then
+    local pid, errfd, errno = core.clone(list, fn, opts)
+    -- ENOSYS: no clone3; EINVAL: clone3 without CLONE_INTO_CGROUP.
+    if pid or (errno ~= 38 and errno ~= 22) then
+      return pid, errfd, true
+    end
+    log.debug("%s; attaching through cgroup.procs instead", errfd)
+  end
+  local pid, errfd = core.clone(list, fn)
+  return pid, errfd, false
+end
+
+local function start(c, list, cg)
+  c.sync_read, c.sync_write = errors.check(core.pipe())
+  local pid, errfd, in_cgroup = clone_in_cgroup(c, list, cg)
+  if not pid then
+    c.sync_read:close()
+    c.sync_write:close()
+    errors.raise("cannot create the container: %s", errfd)
+  end
+  c.sync_read:close()
+
+  -- The child waits on the sync pipe, so it runs nothing of the container
+  -- before it is in its cgroup.
+  if cg and not in_cgroup then
+    local attached, err = cg:attach(pid)
+    if not attached then
+      c.sync_write:close()
+      errfd:close()
+      core.kill(pid, "KILL")
+      core.waitpid(pid)
+      errors.raise("cannot attach the container to its cgroup: %s", err)
+    end
+  end
+
+  -- Signals for nsbuild go to the container from now until it is reaped.
+  core.forward_signals(pid)
+  c.sync_write:close()
+
+  local started, message = pcall(core.await_exec, errfd)
+  errfd:close()
+  local _, how, value = core.waitpid(pid)
+  core.forward_signals(nil)
+  local code = exit_code(how, value)
+  if not started then
+    errors.raise_code(code ~= 0 and code or errors.FAILED, "container: %s", tostring(message))
+  end
+  return code
+end
+
+-- When the kernel's OOM killer ended the command, say so and which limit it
+-- met; a kill of another process of the container is a warning.
+local function report_oom(cg, stats, code)
+  local kills = stats.oom_kills or 0
+  if kills == 0 then
+    return
+  end
+  local limit = cg:memory_limit()
+  local reason = limit and ("out of memory, limit " .. limit) or "out of memory"
+  if code == 128 + 9 then
+    log.warn("killed: %s", reason)
+  else
+    log.warn("%d process(es) of the container killed: %s", kills, reason)
+  end
+end
+
 --- Build the environment list of a container: the image's, then the policy's,
 -- with PATH and HOSTNAME filled in when unset.
 function M.environment(image_env, policy_env, hostname)
@@ -225,8 +306,10 @@ end
 -- spec: { rootfs = { layers = {dir, ...} (bottom to top), upper, work, target }
 --         or { bind = dir, target }, argv = {...}, env = {"K=V", ...},
 --         policy = a policy table (default policy.default), hostname, cwd }.
--- Returns the exit code as a shell reports it (128+N for signal N). Raises an
--- nsbuild error (codes 125/126/127) when the container could not start.
+-- Returns the exit code as a shell reports it (128+N for signal N) and
+-- { stats = the cgroup's statistics (cgroup.lua Cgroup:stats), or nil when
+-- it ran without a cgroup }. Raises an nsbuild error (codes 125/126/127)
+-- when the container could not start.
 function M.run(spec)
   local p = spec.policy or policy.default
   local c = {
@@ -241,33 +324,57 @@ function M.run(spec)
   if #c.argv == 0 then
     errors.raise("no command to run: give one, or set cmd or entrypoint in the image")
   end
-  local list = policy.namespace_list(p)
-  for _, name in ipairs(list) do
+  local list = {}
+  for _, name in ipairs(policy.namespace_list(p)) do
     c.namespaces[name] = true
+    -- The child makes its cgroup namespace itself, once it is in its cgroup.
+    if name ~= "cgroup" then list[#list + 1] = name end
   end
 
-  c.sync_read, c.sync_write = errors.check(core.pipe())
-  local pid, errfd = core.clone(list, function() child_main(c) end)
-  if not pid then
-    c.sync_read:close()
-    c.sync_write:close()
-    errors.raise("cannot create the container: %s", errfd)
+  -- The cgroup exists with its limits written before the clone, so that the
+  -- container's command never runs unlimited.
+  local cg = M.create_cgroup(p)
+  local ok, code = pcall(start, c, list, cg)
+  local info = {}
+  if cg then
+    -- After waitpid the statistics are final; destroy then kills whatever the
+    -- container left (or the child itself, on an error path) and removes it.
+    info.stats = cg:stats()
+    local removed, err = cg:destroy()
+    if not removed then
+      log.warn("cannot remove the container's cgroup: %s", err)
+    end
+    report_oom(cg, info.stats, ok and code)
   end
-  c.sync_read:close()
-
-  -- Signals for nsbuild go to the container from now until it is reaped.
-  core.forward_signals(pid)
-  c.sync_write:close()
-
-  local started, message = pcall(core.await_exec, errfd)
-  errfd:close()
-  local _, how, value = core.waitpid(pid)
-  core.forward_signals(nil)
-  local code = exit_code(how, value)
-  if not started then
-    errors.raise_code(code ~= 0 and code or errors.FAILED, "container: %s", tostring(message))
+  if not ok then
+    error(code, 0)
   end
-  return code
+  return code, info
+end
+
+--- Create the cgroup of a container with the policy's limits. Returns the
+-- cgroup object, or nil when the container runs without one: when no limits
+-- were requested (statistics are then missing), or, for a user other than
+-- root without a delegated cgroup, after a warning naming the limits not
+-- applied. Raises when root cannot apply the limits.
+function M.create_cgroup(p)
+  local limits = p.limits or {}
+  local cg, err = cgroup.create({ limits = limits })
+  if cg then
+    return cg
+  end
+  if next(limits) == nil then
+    log.debug("running without a cgroup: %s", err)
+    return nil
+  end
+  local names = {}
+  for name in pairs(limits) do names[#names + 1] = name end
+  table.sort(names)
+  if core.geteuid() ~= 0 then
+    log.warn_once("cgroup limits", "limits not applied (%s): %s", table.concat(names, ", "), err)
+    return nil
+  end
+  errors.raise("cannot apply the limits (%s): %s", table.concat(names, ", "), err)
 end
 
 return M

@@ -11,6 +11,7 @@ M.version = "0.1.0"
 M.core = require "nsbuild.core"
 M.policy = require "nsbuild.policy"
 M.container = require "nsbuild.container"
+M.cgroup = require "nsbuild.cgroup"
 M.store = require "nsbuild.store"
 M.build = require("nsbuild.build").build
 

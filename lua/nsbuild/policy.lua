@@ -11,6 +11,7 @@ local schema = {
   env = "table",
   cwd = "string",
   network = "string",
+  limits = "table",
 }
 
 local networks = { none = true, host = true }
@@ -23,6 +24,7 @@ M.default = {
   env = {},
   cwd = "/",
   network = "none",
+  limits = {},
 }
 
 local function copy(value)
@@ -60,6 +62,12 @@ function M.validate(p)
     end
     if type(on) ~= "boolean" then
       error(string.format("policy: namespaces.%s must be true or false", name), 2)
+    end
+  end
+  if p.limits then
+    local ok, err = pcall(require("nsbuild.cgroup").parse_limits, p.limits)
+    if not ok then
+      error("policy: " .. tostring(err), 2)
     end
   end
   if p.network and not networks[p.network] then
