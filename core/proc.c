@@ -11,6 +11,7 @@
      core.cloexec_from(n)           -> true: every descriptor >= n closes at exec
      core.forward_signals(pid|nil)  -> true: relay HUP INT QUIT TERM USR1 USR2 WINCH to pid
      core.set_pdeathsig(signal)     -> true: signal this process gets when its parent dies
+     core.dup2(fd, n)               -> true: make descriptor n a copy of fd (not close-on-exec)
      core.chdir(path), core.chroot(path), core.getpid(), core.getuid(), core.geteuid(),
      core.getgid(), core._exit(code) */
 #include <errno.h>
@@ -294,6 +295,22 @@ proc_set_pdeathsig (lua_State *L)
 }
 
 static int
+proc_dup2 (lua_State *L)
+{
+  int fd = nsb_check_fd_or_int (L, 1);
+  lua_Integer n = luaL_checkinteger (L, 2);
+  int ret;
+
+  luaL_argcheck (L, n >= 0 && n <= INT_MAX, 2, "not a descriptor number");
+  do
+    ret = dup2 (fd, (int) n);
+  while (ret < 0 && errno == EINTR);
+  if (ret < 0)
+    return nsb_fail (L, errno, lua_pushfstring (L, "dup2 %d to %I", fd, n));
+  return nsb_ok (L);
+}
+
+static int
 proc_chdir (lua_State *L)
 {
   const char *path = luaL_checkstring (L, 1);
@@ -359,6 +376,7 @@ static const luaL_Reg proc_functions[] = {
   { "cloexec_from", proc_cloexec_from },
   { "forward_signals", proc_forward_signals },
   { "set_pdeathsig", proc_set_pdeathsig },
+  { "dup2", proc_dup2 },
   { "chdir", proc_chdir },
   { "chroot", proc_chroot },
   { "getpid", proc_getpid },
