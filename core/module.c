@@ -16,6 +16,7 @@ luaopen_nsbuild_core (lua_State *L)
   nsb_open_net (L);
   nsb_open_caps (L);
   nsb_open_seccomp (L);
+  nsb_open_init (L);
   nsb_open_cgroup (L);
   return 1;
 }
