@@ -1,11 +1,11 @@
 --- Seccomp profiles for containers, as tables that core.seccomp_load takes.
 --
--- The default profile follows the design of Docker's and podman's default
--- profiles: an allow list of the syscalls programs in containers use, EPERM for
--- the syscalls a container must not make, and ENOSYS for every syscall the
--- profile does not name.  ENOSYS tells a program that the syscall does not
--- exist, so a newer libc falls back to an older syscall (clone3 to clone,
--- fchmodat2 to fchmodat) where EPERM would make it fail.
+-- The default profile takes its allow list and its blocked syscalls from
+-- Docker's default profile: EPERM for the syscalls a container must not make.
+-- Like podman's profile (containers/common seccomp.json), it returns ENOSYS for
+-- every syscall it does not name.  On ENOSYS a program concludes that the
+-- syscall does not exist, so a newer libc falls back to an older syscall
+-- (clone3 to clone, fchmodat2 to fchmodat) where EPERM would make it fail.
 --
 -- Some syscalls are allowed only when the container keeps the capability the
 -- kernel checks for them (mount with sys_admin, reboot with sys_boot), as in
