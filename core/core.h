@@ -56,6 +56,7 @@ void nsb_open_fs(lua_State *L);
 void nsb_open_archive(lua_State *L);
 void nsb_open_digest(lua_State *L);
 void nsb_open_net(lua_State *L);
+void nsb_open_spawn(lua_State *L);
 void nsb_open_caps(lua_State *L);
 void nsb_open_seccomp(lua_State *L);
 void nsb_open_init(lua_State *L);

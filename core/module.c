@@ -14,6 +14,7 @@ luaopen_nsbuild_core (lua_State *L)
   nsb_open_archive (L);
   nsb_open_digest (L);
   nsb_open_net (L);
+  nsb_open_spawn (L);
   nsb_open_caps (L);
   nsb_open_seccomp (L);
   nsb_open_init (L);
