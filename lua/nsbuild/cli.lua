@@ -25,6 +25,11 @@ run options:
   --hostname NAME    hostname inside the container (default: a random id)
   -e NAME=VALUE      set an environment variable (repeatable)
   -w DIR             working directory inside the container
+  --network MODE     none (default: only loopback), host (the host's network) or
+                     slirp (user-mode networking through slirp4netns)
+  -p [ADDR:]HOSTPORT:PORT[/tcp|/udp]
+                     forward host port HOSTPORT on ADDR (default 127.0.0.1) to
+                     the container's PORT (repeatable; implies --network slirp)
   --memory SIZE      memory limit in bytes, or with a unit: 512M, 2G ("max": none)
   --pids-limit N     maximum number of processes ("max", -1 or 0: none)
   --cpus N           CPU time limit in cores, e.g. 0.5 for half of one core
@@ -67,6 +72,9 @@ local function parse(args, first, spec, stop_after_first)
       end
       if name == "-e" then
         opts.env[#opts.env + 1] = value
+      elseif name == "-p" then
+        opts.ports = opts.ports or {}
+        opts.ports[#opts.ports + 1] = value
       else
         opts[name] = value
       end
@@ -153,8 +161,13 @@ local function cmd_run(args)
   local opts, rest = parse(args, 2, { ["--cache"] = true, ["--hostname"] = true,
                                       ["-e"] = true, ["-w"] = true, ["--memory"] = true,
                                       ["--pids-limit"] = true, ["--cpus"] = true,
-                                      ["--stats"] = false }, true)
-  local valid, run_policy = pcall(nsbuild.policy.extend, nsbuild.policy.default, { limits = run_limits(opts) })
+                                      ["--stats"] = false, ["--network"] = true, ["-p"] = true }, true)
+  local valid, run_policy = pcall(nsbuild.policy.extend, nsbuild.policy.default, {
+    limits = run_limits(opts),
+    -- -p alone implies slirp: the only mode that forwards ports.
+    network = opts["--network"] or (opts.ports and "slirp") or nil,
+    ports = opts.ports,
+  })
   if not valid then
     -- The policy's message names the option's limit; the Lua position would only distract.
     errors.raise("run: %s", (tostring(run_policy):gsub("^[^:]*:%d+: ", "")))

@@ -9,6 +9,7 @@ local cgroup = require "nsbuild.cgroup"
 local core = require "nsbuild.core"
 local errors = require "nsbuild.errors"
 local log = require "nsbuild.log"
+local net = require "nsbuild.net"
 local policy = require "nsbuild.policy"
 
 local M = {}
@@ -166,6 +167,8 @@ M.child_steps = {
   { "mount the root filesystem", mount_rootfs },
   { "mount /proc", mount_proc },
   { "mount /dev", mount_dev },
+  -- Before pivot_root: the sources are files in the host's work directory.
+  { "mount /etc/hosts and /etc/resolv.conf", net.mount_files },
   { "create the working directory", function(c)
       must("create " .. c.cwd, core.mkdirs_in_root(c.root, c.cwd, 0755))
     end },
@@ -224,6 +227,8 @@ local function clone_in_cgroup(c, list, cg)
 end
 
 local function start(c, list, cg)
+  -- Before the clone, so that the child's copy of c names the files to mount.
+  net.prepare(c, dirname(c.root))
   c.sync_read, c.sync_write = errors.check(core.pipe())
   local pid, errfd, in_cgroup = clone_in_cgroup(c, list, cg)
   if not pid then
@@ -244,6 +249,17 @@ local function start(c, list, cg)
       core.waitpid(pid)
       errors.raise("cannot attach the container to its cgroup: %s", err)
     end
+  end
+
+  -- The child's network namespace exists since the clone, and the child waits:
+  -- slirp4netns configures it and forwards the ports before the command runs.
+  local attached, err = pcall(net.attach, c, pid)
+  if not attached then
+    core.kill(pid, "KILL")
+    c.sync_write:close()
+    errfd:close()
+    core.waitpid(pid)
+    errors.raise("cannot connect the container's network: %s", tostring(err))
   end
 
   -- Signals for nsbuild go to the container from now until it is reaped.
@@ -320,6 +336,7 @@ function M.run(spec)
     cwd = spec.cwd or p.cwd or "/",
     hostname = spec.hostname or p.hostname or "nsbuild",
     namespaces = {},
+    network = net.new(p),
   }
   if #c.argv == 0 then
     errors.raise("no command to run: give one, or set cmd or entrypoint in the image")
@@ -335,6 +352,9 @@ function M.run(spec)
   -- container's command never runs unlimited.
   local cg = M.create_cgroup(p)
   local ok, code = pcall(start, c, list, cg)
+  -- start returns or raises only once the child is reaped: slirp4netns and the
+  -- network files are no longer needed on any path.
+  net.release(c)
   local info = {}
   if cg then
     -- After waitpid the statistics are final; destroy then kills whatever the

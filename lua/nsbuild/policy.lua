@@ -11,19 +11,19 @@ local schema = {
   env = "table",
   cwd = "string",
   network = "string",
+  ports = "table",
   limits = "table",
 }
 
-local networks = { none = true, host = true }
-
---- The policy of `nsbuild run` and of build steps: new pid, mount, uts, ipc and
--- net namespaces, only loopback, the host's user ids.
+--- The policy of `nsbuild run`: new pid, mount, uts, ipc and net namespaces,
+-- only loopback, the host's user ids. Build steps use M.build.
 M.default = {
   namespaces = { pid = true, mount = true, uts = true, ipc = true, net = true,
                  user = false, cgroup = false, time = false },
   env = {},
   cwd = "/",
   network = "none",
+  ports = {},
   limits = {},
 }
 
@@ -70,8 +70,11 @@ function M.validate(p)
       error("policy: " .. tostring(err), 2)
     end
   end
-  if p.network and not networks[p.network] then
-    error(string.format("policy: network '%s' is not supported (use \"none\" or \"host\")", p.network), 2)
+  if p.network or p.ports then
+    local ok, err = pcall(require("nsbuild.net").new, p)
+    if not ok then
+      error("policy: " .. tostring(err), 2)
+    end
   end
   return p
 end
@@ -80,7 +83,7 @@ end
 function M.extend(base, changes)
   local out = copy(base)
   for field, value in pairs(changes) do
-    if type(value) == "table" and type(out[field]) == "table" and field ~= "env" then
+    if type(value) == "table" and type(out[field]) == "table" and field ~= "env" and field ~= "ports" then
       for k, v in pairs(value) do
         out[field][k] = copy(v)
       end
@@ -102,5 +105,9 @@ function M.namespace_list(p)
   end
   return list
 end
+
+--- The policy of build steps: the default with network "slirp", so that a
+-- step reaches package registries the way the host does.
+M.build = M.extend(M.default, { network = "slirp" })
 
 return M
