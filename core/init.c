@@ -11,11 +11,12 @@
                    fails after the fork (default: stderr, prefixed "nsbuild-init: ")
 
    After the fork no Lua runs in either process.  The command starts with
-   default signal dispositions and an empty signal mask, in its own process
-   group, in the foreground of the terminal on stdin if there is one.  The init
-   closes every descriptor above 2 once the command has exec'd, so a parent
-   waiting for end of file on a close-on-exec pipe learns that exec happened.
-   It then forwards every signal it receives except SIGCHLD to the command.
+   default signal dispositions and an empty signal mask.  When the init owns
+   the terminal on stdin, the command gets its own process group in the
+   terminal's foreground.  The init closes every descriptor above 2 once the
+   command has exec'd, so a parent waiting for end of file on a close-on-exec
+   pipe learns that exec happened.  It then forwards to the command every
+   signal it receives, except SIGCHLD and the signals the kernel sent.
    It exits as soon as the command ends, with the command's exit code, or
    128+N when signal N killed it.  A failed exec gives 127 for ENOENT and 126
    otherwise.  Re-raising the signal is no option: PID 1 of a pid namespace
@@ -194,18 +195,20 @@ write_all (int fd, const char *s, size_t len)
 
 /* The command's side: runs in the child of the fork and never returns. */
 static void __attribute__ ((noreturn))
-command_exec (const char *path, char **argv, char **env, int status_fd)
+command_exec (const char *path, char **argv, char **env, int status_fd, int take_terminal)
 {
   struct sigaction dfl;
   sigset_t empty;
   int sig, err;
 
-  /* A separate process group in the terminal's foreground, so that ^C reaches
-     the command once, from the terminal, rather than also through the init.
-     SIGTTOU is still blocked here, so tcsetpgrp works from the background. */
-  setpgid (0, 0);
-  if (isatty (STDIN_FILENO))
-    tcsetpgrp (STDIN_FILENO, getpgrp ());
+  /* A process group of its own in the terminal's foreground, so that ^C
+     reaches the command alone.  SIGTTOU is still blocked here, so tcsetpgrp
+     works from the background. */
+  if (take_terminal)
+    {
+      setpgid (0, 0);
+      tcsetpgrp (STDIN_FILENO, getpgrp ());
+    }
 
   memset (&dfl, 0, sizeof dfl);
   dfl.sa_handler = SIG_DFL;
@@ -295,6 +298,11 @@ init_loop (pid_t command, const sigset_t *all)
           kill (command, SIGKILL);
           _exit (EXIT_INIT_FAILED);
         }
+      /* The kernel sends the terminal's signals (^C, ^Z, window size) to the
+         whole foreground process group, which contains the command too, and
+         its other signals to the init concern the init alone. */
+      if (sig != SIGCHLD && info.si_code == SI_KERNEL)
+        continue;
       if (sig != SIGCHLD)
         {
           kill (command, sig);
@@ -338,15 +346,18 @@ init_run (pid_t command, int status_fd, int errfd, const char *path, const sigse
 static int
 init_exec (lua_State *L)
 {
-  char **argv = check_string_list (L, 1, "argv");
-  char **env = check_string_list (L, 2, "env");
+  char **argv, **env;
   const char *file;
   char path[PATH_MAX];
   struct sigaction dfl, old_chld;
   sigset_t all, old_mask;
-  int fds[2], errfd = -1, n, err;
+  int fds[2], errfd = -1, n, err, take_terminal;
   pid_t pid;
 
+  /* The string lists go on the stack above the options. */
+  lua_settop (L, 3);
+  argv = check_string_list (L, 1, "argv");
+  env = check_string_list (L, 2, "env");
   luaL_argcheck (L, argv[0] != NULL, 1, "argv must not be empty");
   if (!lua_isnoneornil (L, 3))
     {
@@ -377,6 +388,13 @@ init_exec (lua_State *L)
   sigemptyset (&dfl.sa_mask);
   sigaction (SIGCHLD, &dfl, &old_chld);
 
+  /* The command takes the terminal only from an init that owns it: a session
+     leader (the container made its own session, with a pty as controlling
+     terminal) in the foreground.  In a session shared with nsbuild the command
+     stays in the init's process group, because a command in a background
+     group would stop on its first read from the terminal (SIGTTIN). */
+  take_terminal = getsid (0) == getpid () && tcgetpgrp (STDIN_FILENO) == getpgrp ();
+
   /* Buffered output would otherwise be written twice, once by each process. */
   fflush (NULL);
   pid = fork ();
@@ -392,7 +410,7 @@ init_exec (lua_State *L)
   if (pid == 0)
     {
       close (fds[0]);
-      command_exec (path, argv, env, fds[1]);
+      command_exec (path, argv, env, fds[1], take_terminal);
     }
   close (fds[1]);
   init_run (pid, fds[0], errfd, path, &all);
