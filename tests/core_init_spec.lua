@@ -267,7 +267,9 @@ describe("core.init_exec", function()
     -- script runs the program as a session leader whose controlling terminal
     -- is a new pty, so that init owns the terminal.
     local out, program = dir .. "/stat", dir .. "/init.lua"
-    local root = io.popen("pwd"):read("l")
+    local pwd = io.popen("pwd")
+    local root = pwd:read("l")
+    pwd:close()
     write_file(program, string.format([[
       package.cpath = %q .. "/lua/?.so;" .. package.cpath
       local core = require "nsbuild.core"
