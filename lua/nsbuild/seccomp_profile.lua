@@ -187,6 +187,8 @@ local clone_namespace_flags = { 0x00020000, 0x02000000, 0x04000000, 0x08000000, 
 -- personality values a container may set: PER_LINUX, PER_LINUX32, each with or
 -- without UNAME26, and 0xffffffff, which only queries.  ADDR_NO_RANDOMIZE,
 -- READ_IMPLIES_EXEC and the other flags would weaken ASLR and NX.
+-- NOTE: other values get the default ENOSYS, not EPERM, as in podman's profile,
+-- because libseccomp cannot express "none of these values" in one rule.
 local default_personalities = { 0x0, 0x8, 0x20000, 0x20008, 0xffffffff }
 local strict_personalities = { 0x0, 0xffffffff }
 
@@ -257,6 +259,8 @@ end
 -- blocks both.  Each rule compares the low 32 bits only, as the kernel reads
 -- the family as an int, so no value with high bits set slips past, and a
 -- family newer than this list gets ENOSYS.
+-- NOTE: 32-bit x86 programs create sockets through socketcall, whose family
+-- argument lies in memory that seccomp cannot read, so they still reach both.
 local function socket_rules()
   local rules = {}
   for family = 0, AF_MAX - 1 do
