@@ -408,7 +408,7 @@ local function subgroups(dir, out)
   for _, name in ipairs(core.listdir(dir) or {}) do
     local path = dir .. "/" .. name
     local st = core.lstat(path)
-    if st and st.type == "directory" and top and st.dev == top.dev then
+    if st and st.type == "dir" and top and st.dev == top.dev then
       subgroups(path, out)
       out[#out + 1] = path
     end
