@@ -304,6 +304,31 @@ echo "nsbuild exit $?"
     assert_gone(pids)
   end)
 
+  it("slirp4netns exits with a killed nsbuild", function()
+    -- SIGKILL leaves nsbuild no chance to stop slirp4netns: the exit pipe's
+    -- hang-up must end it. Both loops are bounded (10 s each).
+    local dir = cli.tmpdir("nsbuild-net-kill")
+    local out = cli.sh(run_line({ "--network", "slirp", "busybox", "--", "sleep", "30" })
+      .. " > " .. dir .. "/log 2>&1 & nsb=$!\n" .. [[
+for i in $(seq 100); do
+  pid=$(sed -n 's/.*slirp4netns (pid \([0-9]*\)) is ready.*/\1/p' ]] .. dir .. [[/log)
+  [ -n "$pid" ] && break
+  sleep 0.1
+done
+[ -n "$pid" ] || { echo "slirp4netns never became ready"; kill -9 $nsb; exit 1; }
+kill -9 $nsb
+wait $nsb
+for i in $(seq 100); do
+  [ -e /proc/$pid ] || { echo "slirp4netns $pid gone"; exit 0; }
+  sleep 0.1
+done
+echo "slirp4netns $pid still running"
+kill $pid
+]])
+    cli.sh("rm -rf " .. cli.quote(dir))
+    assert.matches("slirp4netns %d+ gone", out)
+  end)
+
   it("names slirp4netns when it is missing", function()
     local out, code = cli.sh("PATH=/nonexistent " .. run_line({ "--network", "slirp", "busybox", "--", "true" }))
     assert.are.equal(125, code)
