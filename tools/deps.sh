@@ -11,6 +11,7 @@ packages="
   apt util-linux iproute2 procps
   binutils xz-utils zstd bzip2 libcap2-bin
   slirp4netns uidmap
+  qemu-system-x86 cpio
 "
 
 missing=""

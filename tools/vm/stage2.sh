@@ -1,0 +1,47 @@
+#!/bin/bash
+# PID 1 of the test VM after switch_root: the host's root, read-only under a
+# tmpfs overlay, on a cgroup v2 only kernel. Mounts what a Linux system has,
+# runs the specs named in nsbuild_tests (comma-separated, from the kernel
+# command line) with busted, and reports through isa-debug-exit on port 0xf4:
+# byte 0 when they pass (qemu exits 1), 1 when one fails (qemu exits 3), 2
+# when the VM could not run them (qemu exits 5).
+set -u
+
+verdict() {
+  printf "\\$(printf '%03o' "$1")" | dd of=/dev/port bs=1 seek=244 count=1 status=none
+  # Reached only when the write did not end qemu.
+  echo o > /proc/sysrq-trigger
+}
+
+fail() {
+  echo "nsbuild-vm: error: $*"
+  verdict 2
+}
+
+mount -t proc proc /proc || fail "mount /proc failed"
+mount -t sysfs sysfs /sys || fail "mount /sys failed"
+mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup || fail "mount cgroup2 failed"
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+
+cd "$nsbuild_dir" || fail "cd $nsbuild_dir failed"
+# Overlayfs takes no overlayfs as upper directory: the store's work
+# directories, where containers get theirs, live on a tmpfs.
+mkdir -p build/test-cache/tmp
+mount -t tmpfs tmpfs build/test-cache/tmp || fail "mount tmpfs on the store's tmp failed"
+
+export HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8
+echo "nsbuild-vm: kernel $(uname -r), $(nproc) cpus, cgroup controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
+IFS=, read -r -a specs <<<"${nsbuild_tests:-tests/core_cgroup_spec.lua,tests/cgroup_spec.lua}"
+started=$(date +%s.%N)
+lua5.4 /usr/bin/busted --output=plainTerminal "${specs[@]}"
+status=$?
+echo "nsbuild-vm: specs as root took $(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $started }") s"
+
+if [ "$status" -eq 0 ]; then
+  verdict 0
+fi
+verdict 1
