@@ -386,8 +386,82 @@ return from(deb "busybox-static")
     local out, code = cli.run({ "--cache", cache, "--no-cache", recipe })
     assert.are.equal(0, code, out)
     local layers = layer_entries("net-layers")
-    -- The third step's layer holds only what it wrote; the fourth made none.
+    -- The third step's layer contains only what it wrote, and the fourth made none.
     assert.are.equal(3, #layers, out)
     assert.are.equal("./etc\n./etc/motd\n", layers[3])
+  end)
+end)
+
+-- container.run on the busybox layers with a crafted top layer, so that the
+-- image's own /etc files are known. Commands write their results into the
+-- upper directory, which the host reads after the run.
+describe("network mount targets", function()
+  leaks.guard()
+  local container = require "nsbuild.container"
+  local dir, busybox_layers
+
+  setup(function()
+    local out, code = cli.run({ "--cache", cache, "recipes/busybox.lua" })
+    assert(code == 0, "building recipes/busybox.lua failed:\n" .. out)
+    local record = read(cache .. "/images/busybox:latest.json")
+    busybox_layers = {}
+    for id in record:match('"layers":%[(.-)%]'):gmatch('"(%x+)"') do
+      busybox_layers[#busybox_layers + 1] = core.realpath(cache .. "/layers/" .. id)
+    end
+  end)
+
+  before_each(function()
+    dir = cli.tmpdir("nsbuild-net-targets")
+    for _, sub in ipairs({ "top", "top/etc", "upper", "work", "merged" }) do
+      assert(core.mkdir(dir .. "/" .. sub, 0755))
+    end
+  end)
+
+  after_each(function()
+    cli.sh("rm -rf " .. cli.quote(dir))
+  end)
+
+  local function run_in(network, command, with_upper)
+    local layers = {}
+    for i, layer in ipairs(busybox_layers) do layers[i] = layer end
+    layers[#layers + 1] = dir .. "/top"
+    return container.run({
+      rootfs = { layers = layers, upper = with_upper ~= false and dir .. "/upper" or nil,
+                 work = dir .. "/work", target = dir .. "/merged" },
+      argv = { "/bin/sh", "-c", command },
+      env = container.environment(nil, nil, "targets"),
+      hostname = "targets",
+      policy = policy.extend(policy.default, { network = network }),
+    })
+  end
+
+  it("shadows the image's hosts file", function()
+    assert(core.write_file(dir .. "/top/etc/hosts", "image-hosts\n", 0644))
+    local code = run_in("none", "cat /etc/hosts > /seen")
+    assert.are.equal(0, code)
+    assert.matches("127.0.1.1\ttargets\n", read(dir .. "/upper/seen"), 1, true)
+    assert.are.equal("image-hosts\n", read(dir .. "/top/etc/hosts"))
+    assert.is_nil(core.lstat(dir .. "/upper/etc"))
+  end)
+
+  it("rejects a dangling resolv.conf link", function()
+    assert(core.symlink("/run/missing/resolv.conf", dir .. "/top/etc/resolv.conf"))
+    local ok, err = pcall(run_in, "host", "true")
+    assert.is_false(ok)
+    assert.matches("/etc/resolv.conf in the image is a symlink to a missing file", tostring(err.message or err), 1, true)
+    assert.is_nil(core.lstat(dir .. "/top/run"))
+  end)
+
+  it("names a read-only root's missing target", function()
+    local ok, err = pcall(run_in, "none", "true", false)
+    assert.is_false(ok)
+    assert.matches("/etc/hosts is missing and the root is read-only", tostring(err.message or err), 1, true)
+  end)
+
+  it("removes created targets from upper", function()
+    assert(core.rmdir(dir .. "/top/etc"))
+    local code = run_in("slirp", "test -s /etc/hosts && test -s /etc/resolv.conf")
+    assert.are.equal(0, code)
+    assert.are.same({}, core.listdir(dir .. "/upper"))
   end)
 end)

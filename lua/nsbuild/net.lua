@@ -38,7 +38,8 @@ M.STOP_TIMEOUT_MS = 5000
 local API_SOCKET = "api.sock"
 local LOG_FILE = "slirp4netns.log"
 local CREATED_LIST = "created-targets"
-local EADDRINUSE, EACCES = 98, 13
+-- Linux errno values (asm-generic/errno-base.h and errno.h).
+local ENOENT, EAGAIN, EACCES, EEXIST, EADDRINUSE, EROFS = 2, 11, 13, 17, 98, 30
 
 -- The mount targets of mount_files: the file on the host and its path in the root.
 local FILES = { { "hosts", "etc/hosts" }, { "resolv.conf", "etc/resolv.conf" } }
@@ -220,39 +221,51 @@ local function note_created(c, path)
   f:close()
 end
 
--- Open target inside the root for a bind mount, creating it (and /etc) only
--- when the image has none, so that an image's own file is never written to.
--- O_PATH causes no copy-up of an overlay's lower file.
-local function open_target(c, target)
-  local fd, err, errno = core.open_in_root(c.root, target, { "path" })
-  if fd then
-    return fd
+local function creation_error(target, path, err, errno)
+  if errno == EROFS then
+    return string.format("/%s is missing and the root is read-only: add the file to the image", target)
+  elseif errno == EEXIST and path == target then
+    return string.format("/%s in the image is a symlink to a missing file: make it point to an "
+                         .. "existing file, or remove it", target)
   end
-  if errno ~= 2 then
-    error(err, 0)
-  end
+  return string.format("create /%s: %s", path, err)
+end
+
+-- Create a missing mount target, and its directory when that is missing
+-- too, recording each entry created. Raises a message naming the fix.
+local function create_target(c, target)
   local parent = target:match("^(.*)/[^/]*$")
   local dir = core.open_in_root(c.root, parent, { "path", "directory" })
   if dir then
     dir:close()
   else
-    must("create /" .. parent, core.mkdirs_in_root(c.root, parent, 0755))
+    local made, err, errno = core.mkdirs_in_root(c.root, parent, 0755)
+    if not made then
+      error(creation_error(target, parent, err, errno), 0)
+    end
     note_created(c, parent)
   end
+
   -- O_EXCL does not follow a symlink: a dangling /etc/resolv.conf link fails
   -- here with EEXIST instead of creating a file wherever it points.
-  local file, cerr, cerrno = core.open_in_root(c.root, target, { "creat", "excl", "wronly" }, 0644)
+  local file, err, errno = core.open_in_root(c.root, target, { "creat", "excl", "wronly" }, 0644)
   if not file then
-    if cerrno == 17 then
-      error(string.format("/%s in the image is a symlink to a missing file; make it point to an "
-                          .. "existing file or remove it", target), 0)
-    end
-    error(string.format("create /%s to mount over: %s (a read-only root needs the file in the image)",
-                        target, cerr), 0)
+    error(creation_error(target, target, err, errno), 0)
   end
-  note_created(c, target)
   file:close()
-  return must("open /" .. target, core.open_in_root(c.root, target, { "path" }))
+  note_created(c, target)
+end
+
+-- Open target inside the root for a bind mount, creating it only when the
+-- image has none, so that an image's own file is never written to. O_PATH
+-- causes no copy-up of an overlay's lower file.
+local function open_target(c, target)
+  local fd, err, errno = core.open_in_root(c.root, target, { "path" })
+  if not fd and errno == ENOENT then
+    create_target(c, target)
+    fd, err = core.open_in_root(c.root, target, { "path" })
+  end
+  return must("open /" .. target, fd, err)
 end
 
 --- Bind-mount the container's hosts and resolv.conf read-only over the
@@ -264,8 +277,8 @@ function M.mount_files(c)
     local target = open_target(c, file.target)
     must(what, core.mount(file.source, target, nil, { "bind" }))
     target:close()
-    -- The kernel ignores MS_RDONLY on the first MS_BIND; a remount of the
-    -- new mount, opened again so the fd names it, makes it read-only.
+    -- The kernel ignores MS_RDONLY on the first MS_BIND, so a remount of the
+    -- new mount, opened again so that the fd names it, makes it read-only.
     local mounted = must(what, core.open_in_root(c.root, file.target, { "path" }))
     must(what, core.mount(nil, mounted, nil, { "bind", "remount", "rdonly", "nosuid", "nodev", "noexec" }))
     mounted:close()
@@ -354,10 +367,10 @@ local function start_slirp(n, pid, sandbox)
     log.debug("slirp4netns (pid %d) is ready for container pid %d", helper, pid)
     return true
   end
-  local why = readable and "it exited before it was ready" or
-              string.format("not ready within %d ms", M.READY_TIMEOUT_MS)
+  local reason = readable and "it exited before it was ready" or
+                 string.format("not ready within %d ms", M.READY_TIMEOUT_MS)
   M.stop_slirp(n)
-  return nil, string.format("slirp4netns failed: %s: %s", why, log_tail(n))
+  return nil, string.format("slirp4netns failed: %s: %s", reason, log_tail(n))
 end
 
 --- Stop slirp4netns if it runs: close its exit pipe, then reap it by pid.
@@ -369,8 +382,8 @@ function M.stop_slirp(n)
   end
   n.slirp = nil
   slirp.exit_w:close()
-  local _, how, value = reap(slirp.pid)
-  log.debug("slirp4netns (pid %d) stopped: %s %s", slirp.pid, tostring(how), tostring(value))
+  local _, kind, value = reap(slirp.pid)
+  log.debug("slirp4netns (pid %d) stopped: %s %s", slirp.pid, tostring(kind), tostring(value))
 end
 
 local function api_request(n, request)
@@ -379,11 +392,17 @@ local function api_request(n, request)
   if not sock then
     return nil, err
   end
-  local ok, werr = sock:write(cjson.encode(request))
+  local ok, werr, werrno = sock:write(cjson.encode(request))
   -- slirp4netns reads one request, writes one reply and closes the connection.
-  local reply, rerr = ok and sock:read_all()
+  local reply, rerr, rerrno
+  if ok then
+    reply, rerr, rerrno = sock:read_all()
+  end
   sock:close()
   if not reply then
+    if (werrno or rerrno) == EAGAIN then
+      return nil, string.format("no reply on %s within %d ms", path, M.API_TIMEOUT_MS)
+    end
     return nil, werr or rerr
   end
   local decoded, value = pcall(cjson.decode, reply)
