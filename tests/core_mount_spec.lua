@@ -80,7 +80,7 @@ describe("core.mkdirs_in_root", function()
   end)
 
   it("creates nested directories", function()
-    assert.is_true(core.mkdirs_in_root(root, "/a/b/c", 0700))
+    assert.is_true(core.mkdirs_in_root(root, "/a/b/c", tonumber("700", 8)))
     assert.is_true(exists(root .. "/a/b/c"))
   end)
 

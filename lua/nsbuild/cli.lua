@@ -12,6 +12,9 @@ usage:
   nsbuild run [RUN OPTIONS] IMAGE [--] [COMMAND [ARG...]]
                                            run a command in a container of IMAGE
   nsbuild images                           list tagged images
+  nsbuild rm IMAGE...                      remove tags
+  nsbuild prune                            remove layers and cache entries no tag uses
+  nsbuild du                               disk usage of the store
   nsbuild repl                             Lua prompt with the nsbuild API loaded
   nsbuild help | --help | --version
 
@@ -19,7 +22,9 @@ options:
   --cache DIR        layer store to use (default: $NSBUILD_CACHE, rootfs-cache/ in a
                      source checkout, /var/lib/nsbuild as root)
   --no-cache         build every step again
-  -q, --quiet        no progress output
+  -q, --quiet        no progress output (same as --progress=quiet)
+  --progress MODE    plain, tty (colour) or quiet; default tty on a terminal
+  --arg KEY=VALUE    a value the recipe reads as args.KEY (repeatable)
 
 run options:
   --hostname NAME    hostname inside the container (default: a random id)
@@ -41,7 +46,7 @@ run options:
 -- names to true (takes a value) or false (a switch). With stop_after_first, the
 -- first positional argument ends option parsing: the rest is a command line.
 local function parse(args, first, spec, stop_after_first)
-  local opts, rest = { env = {} }, {}
+  local opts, rest = { env = {}, args = {} }, {}
   local i = first
   while i <= #args do
     local a = args[i]
@@ -75,6 +80,8 @@ local function parse(args, first, spec, stop_after_first)
       elseif name == "-p" then
         opts.ports = opts.ports or {}
         opts.ports[#opts.ports + 1] = value
+      elseif name == "--arg" then
+        opts.args[#opts.args + 1] = value
       else
         opts[name] = value
       end
@@ -90,9 +97,41 @@ local function open_store(opts)
   return nsbuild.store.open(opts["--cache"] or nsbuild.store.default_dir())
 end
 
+local function parse_args(list)
+  local values = {}
+  for _, a in ipairs(list) do
+    local key, value = a:match("^([%a_][%w_]*)=(.*)$")
+    if not key then
+      errors.raise("invalid --arg '%s': expected KEY=VALUE", a)
+    end
+    values[key] = value
+  end
+  return values
+end
+
+local function build_one(store, entry, opts, view)
+  local started = require("nsbuild.progress").clock()
+  local result = nsbuild.build(store, entry.image, { no_cache = opts["--no-cache"], view = view })
+  local names = entry.image.tags
+  if #names == 0 and entry.name then
+    names = { entry.name }
+  end
+  for _, name in ipairs(names) do
+    store:tag(name, { key = result.key, layers = result.layers, steps = result.steps,
+                      config = result.config, history = result.history })
+  end
+  local what = result.ran == 0 and "nothing to do, every step was cached"
+               or string.format("%d %s run, %d cached", result.ran, result.ran == 1 and "step" or "steps", result.cached)
+  view:summary(string.format("built %s: %s, %.2fs, %.1fM",
+    #names > 0 and table.concat(names, ", ") or "(untagged image)", what,
+    require("nsbuild.progress").clock() - started,
+    require("nsbuild.build").image_size(store, result.layers) / 1048576))
+end
+
 local function cmd_build(args)
   local opts, rest = parse(args, 1, { ["--cache"] = true, ["--no-cache"] = false,
-                                      ["-q"] = false, ["--quiet"] = false })
+                                      ["-q"] = false, ["--quiet"] = false, ["--progress"] = true,
+                                      ["--arg"] = true })
   local path = table.remove(rest, 1)
   if not path then
     errors.raise("missing RECIPE.lua (see nsbuild --help)")
@@ -100,37 +139,78 @@ local function cmd_build(args)
   local wanted = {}
   for _, name in ipairs(rest) do wanted[name] = true end
 
-  local recipes = require("nsbuild.recipe").load(path, nsbuild)
+  local mode = opts["--progress"]
+  if opts["-q"] or opts["--quiet"] then
+    mode = "quiet"
+  end
+  if mode and mode ~= "plain" and mode ~= "tty" and mode ~= "quiet" then
+    errors.raise("invalid --progress '%s' (use plain, tty or quiet)", mode)
+  end
+  local view = require("nsbuild.progress").new({ mode = mode })
+
+  local recipes = require("nsbuild.recipe").load(path, nsbuild, parse_args(opts.args))
   local store = open_store(opts)
-  local quiet = opts["-q"] or opts["--quiet"]
-  local built = 0
-  for _, entry in ipairs(recipes) do
-    if next(wanted) == nil or wanted[entry.name] then
-      wanted[entry.name or ""] = nil
-      if entry.name and not quiet then
-        io.stderr:write("== ", entry.name, "\n")
+  local release = store:build_lock()
+  local ok, err = pcall(function()
+    for _, entry in ipairs(recipes) do
+      if next(wanted) == nil or wanted[entry.name] then
+        wanted[entry.name or ""] = nil
+        if entry.name then
+          view:heading(entry.name)
+        end
+        build_one(store, entry, opts, view)
       end
-      local result = nsbuild.build(store, entry.image, { no_cache = opts["--no-cache"], quiet = quiet })
-      local names = entry.image.tags
-      if #names == 0 and entry.name then
-        names = { entry.name }
-      end
-      for _, name in ipairs(names) do
-        store:tag(name, { key = result.key, layers = result.layers, config = result.config })
-      end
-      if not quiet then
-        local what = result.ran == 0 and "nothing to do, every step was cached"
-                     or string.format("%d steps run, %d cached", result.ran, result.cached)
-        io.stderr:write(string.format("built %s: %s\n",
-          #names > 0 and table.concat(names, ", ") or "(untagged image)", what))
-      end
-      built = built + 1
     end
+  end)
+  release()
+  if not ok then
+    error(err, 0)
   end
   local missing = next(wanted)
   if missing then
     errors.raise("recipe '%s' has no image named '%s'", path, missing)
   end
+  return 0
+end
+
+local function cmd_rm(args)
+  local opts, rest = parse(args, 2, { ["--cache"] = true })
+  if #rest == 0 then
+    errors.raise("rm: missing IMAGE (usage: nsbuild rm IMAGE...)")
+  end
+  local store = open_store(opts)
+  local code = 0
+  for _, name in ipairs(rest) do
+    local ok, err = store:remove_tag(name)
+    if ok then
+      io.stdout:write("removed ", nsbuild.store.normalize_name(name), "\n")
+    else
+      log.error("rm: %s", err)
+      code = errors.FAILED
+    end
+  end
+  return code
+end
+
+local function cmd_prune(args)
+  local opts = parse(args, 2, { ["--cache"] = true })
+  local store = open_store(opts)
+  local result = store:prune()
+  io.stdout:write(string.format("removed %d layers and %d step records, %.1fM freed\n",
+                                result.layers, result.steps, result.bytes / 1048576))
+  return 0
+end
+
+local function cmd_du(args)
+  local opts = parse(args, 2, { ["--cache"] = true })
+  local store = open_store(opts)
+  local usage = store:disk_usage()
+  local total = 0
+  for _, part in ipairs({ "layers", "downloads", "cache-mounts", "logs", "blobs", "tmp" }) do
+    io.stdout:write(string.format("%-14s %9.1fM\n", part, usage[part] / 1048576))
+    total = total + usage[part]
+  end
+  io.stdout:write(string.format("%-14s %9.1fM  %s\n", "total", total / 1048576, store.dir))
   return 0
 end
 
@@ -199,7 +279,7 @@ local function cmd_run(args)
       lower[1] = work .. "/empty"
     end
     for _, d in ipairs({ upper, ovl_work, merged, #img.layers == 0 and lower[1] or nil }) do
-      errors.check(core.mkdir(d, 0755))
+      errors.check(core.mkdir(d, tonumber("755", 8)))
     end
     return nsbuild.container.run({
       rootfs = { layers = lower, upper = upper, work = ovl_work, target = merged },
@@ -253,6 +333,12 @@ local function dispatch(args)
     return cmd_run(args)
   elseif command == "images" then
     return cmd_images(args)
+  elseif command == "rm" then
+    return cmd_rm(args)
+  elseif command == "prune" then
+    return cmd_prune(args)
+  elseif command == "du" then
+    return cmd_du(args)
   elseif command == "repl" then
     return cmd_repl()
   end

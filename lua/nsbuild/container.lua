@@ -88,21 +88,21 @@ local function mount_rootfs(c)
 end
 
 local function mount_proc(c)
-  must("create /proc", core.mkdirs_in_root(c.root, "proc", 0555))
+  must("create /proc", core.mkdirs_in_root(c.root, "proc", tonumber("555", 8)))
   local fd = must("open /proc", core.open_in_root(c.root, "proc", { "path", "directory" }))
   must("mount /proc", core.mount("proc", fd, "proc", { "nosuid", "nodev", "noexec" }))
   fd:close()
 end
 
 local function mount_dev(c)
-  must("create /dev", core.mkdirs_in_root(c.root, "dev", 0755))
+  must("create /dev", core.mkdirs_in_root(c.root, "dev", tonumber("755", 8)))
   local fd = must("open /dev", core.open_in_root(c.root, "dev", { "path", "directory" }))
   must("mount /dev", core.mount("tmpfs", fd, "tmpfs", { "nosuid", "noexec" }, "mode=755,size=65536k"))
   fd:close()
 
   for _, name in ipairs(devices) do
     local node = must("create /dev/" .. name,
-                      core.open_in_root(c.root, "dev/" .. name, { "creat", "excl", "wronly", "nofollow" }, 0666))
+                      core.open_in_root(c.root, "dev/" .. name, { "creat", "excl", "wronly", "nofollow" }, tonumber("666", 8)))
     must("bind /dev/" .. name, core.mount("/dev/" .. name, node, nil, { "bind" }))
     node:close()
   end
@@ -110,17 +110,56 @@ local function mount_dev(c)
     must("link /dev/" .. link[1], core.symlink_in_root(c.root, link[2], "dev/" .. link[1]))
   end
 
-  must("create /dev/pts", core.mkdirs_in_root(c.root, "dev/pts", 0755))
+  must("create /dev/pts", core.mkdirs_in_root(c.root, "dev/pts", tonumber("755", 8)))
   local pts = must("open /dev/pts", core.open_in_root(c.root, "dev/pts", { "path", "directory" }))
   must("mount /dev/pts", core.mount("devpts", pts, "devpts", { "nosuid", "noexec" },
                                     "newinstance,ptmxmode=0666,mode=0620"))
   pts:close()
 
-  must("create /dev/shm", core.mkdirs_in_root(c.root, "dev/shm", 01777))
+  must("create /dev/shm", core.mkdirs_in_root(c.root, "dev/shm", tonumber("1777", 8)))
   local shm = must("open /dev/shm", core.open_in_root(c.root, "dev/shm", { "path", "directory" }))
   must("mount /dev/shm", core.mount("shm", shm, "tmpfs", { "nosuid", "nodev", "noexec" },
                                     "mode=1777,size=65536k"))
   shm:close()
+end
+
+local mount_options = { ro = "rdonly", nosuid = "nosuid", nodev = "nodev", noexec = "noexec" }
+
+local function mount_flags(m, base)
+  local flags = {}
+  for _, f in ipairs(base) do flags[#flags + 1] = f end
+  for _, opt in ipairs(m.options or {}) do
+    flags[#flags + 1] = mount_options[opt]
+  end
+  return flags
+end
+
+-- Bind and tmpfs mounts of the policy, each target resolved inside the root.
+-- A read-only bind needs a remount: the kernel ignores MS_RDONLY on MS_BIND.
+local function mount_volumes(c)
+  for _, m in ipairs(c.mounts) do
+    local what = m.type .. " mount on " .. m.target
+    local source_st = m.type == "bind" and must(what, core.stat(m.source))
+    if source_st and source_st.type ~= "dir" then
+      local parent = m.target:match("^(.*)/[^/]*$")
+      must(what, core.mkdirs_in_root(c.root, parent ~= "" and parent or "/", tonumber("755", 8)))
+      local f = must(what, core.open_in_root(c.root, m.target, { "creat", "wronly" }, tonumber("644", 8)))
+      f:close()
+    else
+      must(what, core.mkdirs_in_root(c.root, m.target, tonumber("755", 8)))
+    end
+    local target = must(what, core.open_in_root(c.root, m.target, { "path" }))
+    if m.type == "tmpfs" then
+      must(what, core.mount("tmpfs", target, "tmpfs", mount_flags(m, {}), m.data or "mode=1777"))
+    else
+      must(what, core.mount(m.source, target, nil, { "bind", "rec" }))
+      local flags = mount_flags(m, { "remount", "bind" })
+      if #flags > 2 then
+        must(what, core.mount(nil, target, nil, flags))
+      end
+    end
+    target:close()
+  end
 end
 
 -- pivot_root(".", ".") stacks the old root under the new one; detaching it
@@ -160,6 +199,10 @@ M.child_steps = {
   { "tie to the parent", function()
       must("set the parent-death signal", core.set_pdeathsig("KILL"))
     end },
+  { "redirect the standard streams", function(c)
+      if c.stdout then must("redirect stdout", core.dup2(c.stdout, 1)) end
+      if c.stderr then must("redirect stderr", core.dup2(c.stderr, 2)) end
+    end },
   -- Nothing mounted from here on may propagate back to the host.
   { "make / private", function()
       must("make / private", core.mount(nil, "/", nil, { "rec", "private" }))
@@ -169,8 +212,9 @@ M.child_steps = {
   { "mount /dev", mount_dev },
   -- Before pivot_root: the sources are files in the host's work directory.
   { "mount /etc/hosts and /etc/resolv.conf", net.mount_files },
+  { "mount the policy's mounts", mount_volumes },
   { "create the working directory", function(c)
-      must("create " .. c.cwd, core.mkdirs_in_root(c.root, c.cwd, 0755))
+      must("create " .. c.cwd, core.mkdirs_in_root(c.root, c.cwd, tonumber("755", 8)))
     end },
   { "set the hostname", function(c)
       if c.namespaces.uts then
@@ -268,6 +312,14 @@ local function start(c, list, cg)
 
   local started, message = pcall(core.await_exec, errfd)
   errfd:close()
+  -- A caller that piped the command's output drains it here, before waitpid,
+  -- so that a full pipe cannot stall the command.
+  if started and c.on_started then
+    local ok, err = pcall(c.on_started, pid)
+    if not ok then
+      log.warn("while the container ran: %s", tostring(err))
+    end
+  end
   local _, how, value = core.waitpid(pid)
   core.forward_signals(nil)
   local code = exit_code(how, value)
@@ -321,7 +373,9 @@ end
 --- Run argv in a container and wait for it.
 -- spec: { rootfs = { layers = {dir, ...} (bottom to top), upper, work, target }
 --         or { bind = dir, target }, argv = {...}, env = {"K=V", ...},
---         policy = a policy table (default policy.default), hostname, cwd }.
+--         policy = a policy table (default policy.default), hostname, cwd,
+--         stdout, stderr = fd handles for the command's output (default: nsbuild's),
+--         on_started = function(pid) called once the command runs, before waitpid }.
 -- Returns the exit code as a shell reports it (128+N for signal N) and
 -- { stats = the cgroup's statistics (cgroup.lua Cgroup:stats), or nil when
 -- it ran without a cgroup }. Raises an nsbuild error (codes 125/126/127)
@@ -337,6 +391,10 @@ function M.run(spec)
     hostname = spec.hostname or p.hostname or "nsbuild",
     namespaces = {},
     network = net.new(p),
+    mounts = p.mounts or {},
+    stdout = spec.stdout,
+    stderr = spec.stderr,
+    on_started = spec.on_started,
   }
   if #c.argv == 0 then
     errors.raise("no command to run: give one, or set cmd or entrypoint in the image")

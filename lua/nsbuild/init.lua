@@ -18,9 +18,16 @@ M.build = require("nsbuild.build").build
 M.from = image.from
 M.is_image = image.is_image
 M.deb = require("nsbuild.source.deb").deb
-M.scratch = require("nsbuild.source.scratch").scratch
+local scratch_source = require("nsbuild.source.scratch").scratch
+
+--- Return the empty image, to build on with copy_from or copy.
+function M.scratch()
+  return image.from(scratch_source())
+end
+M.tarball = require("nsbuild.source.tarball").tarball
+M.debootstrap = require("nsbuild.source.debootstrap").debootstrap
 
 --- The names a recipe sees as globals.
-M.recipe_api = { "from", "deb", "scratch", "policy" }
+M.recipe_api = { "from", "deb", "scratch", "tarball", "debootstrap", "policy" }
 
 return M

@@ -13,7 +13,49 @@ local schema = {
   network = "string",
   ports = "table",
   limits = "table",
+  mounts = "table",
+  user = "string",
 }
+
+-- Fields whose value is a list: extend replaces them whole instead of merging.
+local list_fields = { env = true, mounts = true, ports = true }
+
+local mount_types = { bind = true, tmpfs = true }
+local mount_option_names = { ro = true, nosuid = true, nodev = true, noexec = true }
+local mount_fields = { type = "string", source = "string", target = "string", options = "table",
+                       data = "string" }
+
+local function validate_mount(i, m)
+  local where = string.format("policy: mounts[%d]", i)
+  if type(m) ~= "table" then
+    error(where .. " must be a table { type, target, ... }", 3)
+  end
+  for field, value in pairs(m) do
+    if mount_fields[field] == nil then
+      error(string.format("%s: unknown field '%s' (known: data, options, source, target, type)",
+                          where, tostring(field)), 3)
+    end
+    if type(value) ~= mount_fields[field] then
+      error(string.format("%s: field '%s' must be a %s", where, field, mount_fields[field]), 3)
+    end
+  end
+  if not mount_types[m.type] then
+    error(string.format("%s: type '%s' is not supported (use \"bind\" or \"tmpfs\")", where,
+                        tostring(m.type)), 3)
+  end
+  if type(m.target) ~= "string" or m.target:sub(1, 1) ~= "/" then
+    error(where .. ": target must be an absolute path inside the container", 3)
+  end
+  if m.type == "bind" and (type(m.source) ~= "string" or m.source:sub(1, 1) ~= "/") then
+    error(where .. ": a bind mount needs an absolute host path as source", 3)
+  end
+  for _, opt in ipairs(m.options or {}) do
+    if not mount_option_names[opt] then
+      error(string.format("%s: unknown option '%s' (known: nodev, noexec, nosuid, ro)", where,
+                          tostring(opt)), 3)
+    end
+  end
+end
 
 --- The policy of `nsbuild run`: new pid, mount, uts, ipc and net namespaces,
 -- only loopback, the host's user ids. Build steps use M.build.
@@ -25,6 +67,7 @@ M.default = {
   network = "none",
   ports = {},
   limits = {},
+  mounts = {},
 }
 
 local function copy(value)
@@ -64,6 +107,9 @@ function M.validate(p)
       error(string.format("policy: namespaces.%s must be true or false", name), 2)
     end
   end
+  for i, m in ipairs(p.mounts or {}) do
+    validate_mount(i, m)
+  end
   if p.limits then
     local ok, err = pcall(require("nsbuild.cgroup").parse_limits, p.limits)
     if not ok then
@@ -83,7 +129,7 @@ end
 function M.extend(base, changes)
   local out = copy(base)
   for field, value in pairs(changes) do
-    if type(value) == "table" and type(out[field]) == "table" and field ~= "env" and field ~= "ports" then
+    if type(value) == "table" and type(out[field]) == "table" and not list_fields[field] then
       for k, v in pairs(value) do
         out[field][k] = copy(v)
       end

@@ -5,8 +5,18 @@ local image = require "nsbuild.image"
 
 local M = {}
 
-local function recipe_env(nsbuild)
-  local env = { nsbuild = nsbuild }
+-- args.KEY reads a --arg value; a value used in a step's definition is part of
+-- that step's canonical form, so changing it rebuilds exactly those steps.
+local function read_only(values)
+  return setmetatable({}, {
+    __index = values,
+    __newindex = function(_, key) error("args is read-only (cannot set '" .. tostring(key) .. "')", 2) end,
+    __pairs = function() return next, values, nil end,
+  })
+end
+
+local function recipe_env(nsbuild, args)
+  local env = { nsbuild = nsbuild, args = read_only(args or {}) }
   for _, name in ipairs(nsbuild.recipe_api) do
     env[name] = nsbuild[name]
   end
@@ -18,11 +28,11 @@ local function first_line(msg)
   return (tostring(msg):match("^[^\n]*"))
 end
 
---- Load and evaluate a recipe file. Returns a list of { name = ..., image = ... }
+--- Load and evaluate a recipe file; args are the --arg values. Returns a list of { name = ..., image = ... }
 -- sorted by name (name is nil for a recipe that returns a single image).
 -- Raises an nsbuild error naming file:line for a syntax or runtime error.
-function M.load(path, nsbuild)
-  local chunk, err = loadfile(path, "t", recipe_env(nsbuild))
+function M.load(path, nsbuild, args)
+  local chunk, err = loadfile(path, "t", recipe_env(nsbuild, args))
   if not chunk then
     if err:find("No such file", 1, true) or err:find("cannot open", 1, true) then
       errors.raise("cannot read recipe '%s': %s", path, err:gsub("^cannot open ", ""))

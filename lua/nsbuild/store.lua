@@ -6,8 +6,12 @@
 --   steps/<key>.json    what a step produced: its layer id (if any)
 --   images/<name>.json  tags: the layer list and config of a built image
 --   downloads/          fetched inputs, named by their sha256
+--   cache-mounts/<id>/  directories that persist between builds (run mounts of type "cache")
+--   logs/<key>.log      output of the run step with that key
+--   hashes.json         content hashes of copied files, by device, inode, size, mtime and ctime
 --   tmp/<work>/         work in progress, each held by tmp/<work>.lock (flock)
 --   lock                flock taken to commit
+--   build.lock          flock: shared by every build, exclusive for prune
 --
 -- Every commit is write-to-tmp then rename, so a build killed at any moment
 -- leaves the store as it was. Requires nsbuild.core and cjson.
@@ -23,7 +27,8 @@ Store.__index = Store
 
 local check = errors.check
 
-local subdirs = { "layers", "steps", "images", "downloads", "tmp", "logs", "blobs", "blobs/sha256" }
+local subdirs = { "layers", "steps", "images", "downloads", "tmp", "logs", "blobs", "blobs/sha256",
+                  "cache-mounts" }
 
 -- The checkout nsbuild runs from, when it runs from its source tree: the
 -- directory holding lua/nsbuild/init.lua, a Makefile and rootfs-cache/.
@@ -67,13 +72,13 @@ end
 --- Open (creating if needed) the store at dir. Removes work directories left by
 -- builds that no longer run. Raises when dir cannot be created.
 function M.open(dir)
-  local ok, err = core.mkdirs(dir, 0755)
+  local ok, err = core.mkdirs(dir, tonumber("755", 8))
   if not ok then
     errors.raise("cannot create the cache directory: %s (use --cache DIR or NSBUILD_CACHE)", err)
   end
   dir = check(core.realpath(dir))
   for _, sub in ipairs(subdirs) do
-    check(core.mkdirs(dir .. "/" .. sub, 0755))
+    check(core.mkdirs(dir .. "/" .. sub, tonumber("755", 8)))
   end
   local store = setmetatable({ dir = dir, held = {} }, Store)
   store:clean_stale_work()
@@ -86,8 +91,20 @@ end
 
 --- Take the store's commit lock; returns a function that releases it.
 function Store:lock()
-  local fd = check(core.open(self:path("lock"), { "rdwr", "creat" }, 0644))
+  local fd = check(core.open(self:path("lock"), { "rdwr", "creat" }, tonumber("644", 8)))
   check(core.flock(fd, "ex"))
+  return function()
+    core.flock(fd, "un")
+    fd:close()
+  end
+end
+
+--- Take the build lock, shared with other builds and exclusive of prune, for
+-- as long as layers are used without a tag protecting them. Returns a
+-- function that releases it.
+function Store:build_lock(exclusive)
+  local fd = check(core.open(self:path("build.lock"), { "rdwr", "creat" }, tonumber("644", 8)))
+  check(core.flock(fd, exclusive and "ex" or "sh"))
   return function()
     core.flock(fd, "un")
     fd:close()
@@ -99,7 +116,7 @@ end
 -- A work directory whose holder died is removed by the next open of the store.
 function Store:work_dir(purpose)
   local base = check(core.mkdtemp(self:path("tmp", purpose .. "-")))
-  local lockfd = check(core.open(base .. ".lock", { "rdwr", "creat" }, 0600))
+  local lockfd = check(core.open(base .. ".lock", { "rdwr", "creat" }, tonumber("600", 8)))
   check(core.flock(lockfd, "ex", true))
   self.held[base] = lockfd
   local function release(remove)
@@ -161,7 +178,7 @@ local function read_json(path)
 end
 
 local function write_json(path, value)
-  check(core.write_file(path, cjson.encode(value), 0644))
+  check(core.write_file(path, cjson.encode(value), tonumber("644", 8)))
 end
 
 --- Move a finished layer tree from a work directory into layers/<id>.
@@ -215,6 +232,16 @@ function M.normalize_name(name)
   return name
 end
 
+--- Remove a tag; returns true, or nil and a message when there is no such tag.
+function Store:remove_tag(name)
+  name = M.normalize_name(name)
+  local ok = core.unlink(self:path("images", image_file(name)))
+  if not ok then
+    return nil, string.format("image '%s' not found", name)
+  end
+  return true
+end
+
 --- Record a built image under a tag name.
 function Store:tag(name, image)
   name = M.normalize_name(name)
@@ -240,6 +267,105 @@ function Store:images()
   end
   table.sort(list, function(a, b) return a.name < b.name end)
   return list
+end
+
+--- Return the content sha256 of a regular file, hashing it only when its
+-- device, inode, size, mtime or ctime changed since it was last hashed (as
+-- git's index does): a file merely touched hashes again to the same value.
+-- st is the file's lstat table. Call save_hashes() once the build is done.
+function Store:file_sha256(path, st)
+  if not self.hashes then
+    self.hashes = read_json(self:path("hashes.json")) or {}
+  end
+  local stamp = string.format("%d:%d:%d:%d.%09d:%d.%09d", st.dev, st.ino, st.size,
+                              st.mtime_sec, st.mtime_nsec, st.ctime_sec, st.ctime_nsec)
+  local known = self.hashes[path]
+  if known and known.stamp == stamp then
+    return known.sha256
+  end
+  local sum = check(core.sha256_file(path))
+  self.hashes[path] = { stamp = stamp, sha256 = sum }
+  self.hashes_changed = true
+  return sum
+end
+
+function Store:save_hashes()
+  if self.hashes_changed then
+    write_json(self:path("hashes.json"), self.hashes)
+    self.hashes_changed = false
+  end
+end
+
+--- Return the directory of a cache mount, created on first use.
+function Store:cache_mount_dir(id)
+  if not id:match("^[%w._-]+$") then
+    errors.raise("invalid cache mount id '%s' (letters, digits, '.', '_' and '-')", id)
+  end
+  local dir = self:path("cache-mounts", id)
+  check(core.mkdirs(dir, tonumber("755", 8)))
+  return dir
+end
+
+local function remove_tree(path, what)
+  local ok, err = core.rmtree(path)
+  if not ok then
+    log.warn("cannot remove %s: %s", what, err)
+  end
+  return ok
+end
+
+--- Remove every layer and step record that no tag reaches, the logs of removed
+-- steps and leftover work directories. Waits for running builds to finish.
+-- Returns { layers = n, steps = n, bytes = freed }.
+function Store:prune()
+  local release = self:build_lock(true)
+  local unlock = self:lock()
+  local result = { layers = 0, steps = 0, bytes = 0 }
+  local ok, err = pcall(function()
+    self:clean_stale_work()
+    local live_layers, live_steps = {}, {}
+    for _, img in ipairs(self:images()) do
+      for _, id in ipairs(img.layers or {}) do live_layers[id] = true end
+      for _, key in ipairs(img.steps or {}) do live_steps[key] = true end
+    end
+    for _, name in ipairs(check(core.listdir(self:path("layers")))) do
+      local id = name:match("^(.-)%.json$") or name
+      if not live_layers[id] then
+        local path = self:path("layers", name)
+        if name == id then
+          result.bytes = result.bytes + (core.du(path) or 0)
+          if remove_tree(path, "layer " .. id) then
+            result.layers = result.layers + 1
+          end
+        else
+          core.unlink(path)
+        end
+      end
+    end
+    for _, name in ipairs(check(core.listdir(self:path("steps")))) do
+      local key = name:match("^(.-)%.json$")
+      if key and not live_steps[key] then
+        core.unlink(self:path("steps", name))
+        core.unlink(self:path("logs", key .. ".log"))
+        result.steps = result.steps + 1
+      end
+    end
+  end)
+  unlock()
+  release()
+  if not ok then
+    error(err, 0)
+  end
+  return result
+end
+
+--- Return the disk usage of the store by part: { layers = bytes, downloads = ..., ... }.
+function Store:disk_usage()
+  local usage = {}
+  for _, part in ipairs({ "layers", "downloads", "cache-mounts", "logs", "blobs", "tmp" }) do
+    usage[part] = core.du(self:path(part)) or 0
+  end
+  return usage
 end
 
 return M

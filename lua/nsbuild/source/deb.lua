@@ -108,7 +108,7 @@ local function resolve_package(store, name)
   end
   pin = query_apt(name)
   memo.packages[name] = pin
-  core.write_file(memo_path, cjson.encode(memo), 0644)
+  core.write_file(memo_path, cjson.encode(memo), tonumber("644", 8))
   return pin
 end
 
