@@ -19,5 +19,6 @@ luaopen_nsbuild_core (lua_State *L)
   nsb_open_seccomp (L);
   nsb_open_init (L);
   nsb_open_cgroup (L);
+  nsb_open_tty (L);
   return 1;
 }

@@ -12,6 +12,11 @@
      core.forward_signals(pid|nil)  -> true: relay HUP INT QUIT TERM USR1 USR2 WINCH to pid
      core.set_pdeathsig(signal)     -> true: signal this process gets when its parent dies
      core.dup2(fd, n)               -> true: make descriptor n a copy of fd (not close-on-exec)
+     core.setrlimit(name, soft, hard) -> true: soft and hard are numbers or "unlimited"
+     core.getrlimit(name)           -> soft, hard (math.maxinteger for unlimited)
+       names: as, core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile,
+       nproc, rss, rtprio, rttime, sigpending, stack
+     core.fchdir(fd)                -> true
      core.chdir(path), core.chroot(path), core.getpid(), core.getuid(), core.geteuid(),
      core.getgid(), core._exit(code) */
 #include <errno.h>
@@ -22,6 +27,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -320,6 +326,76 @@ proc_chdir (lua_State *L)
   return nsb_ok (L);
 }
 
+/* {====================================================== resource limits */
+
+static const char *const rlimit_names[] = { "as", "core", "cpu", "data", "fsize", "locks",
+                                            "memlock", "msgqueue", "nice", "nofile", "nproc",
+                                            "rss", "rtprio", "rttime", "sigpending", "stack",
+                                            NULL };
+static const int rlimit_values[] = { RLIMIT_AS, RLIMIT_CORE, RLIMIT_CPU, RLIMIT_DATA,
+                                     RLIMIT_FSIZE, RLIMIT_LOCKS, RLIMIT_MEMLOCK,
+                                     RLIMIT_MSGQUEUE, RLIMIT_NICE, RLIMIT_NOFILE, RLIMIT_NPROC,
+                                     RLIMIT_RSS, RLIMIT_RTPRIO, RLIMIT_RTTIME,
+                                     RLIMIT_SIGPENDING, RLIMIT_STACK };
+
+static rlim_t
+check_rlim (lua_State *L, int idx)
+{
+  lua_Integer n;
+
+  if (lua_type (L, idx) == LUA_TSTRING && strcmp (lua_tostring (L, idx), "unlimited") == 0)
+    return RLIM_INFINITY;
+  n = luaL_checkinteger (L, idx);
+  luaL_argcheck (L, n >= 0, idx, "a limit is a number >= 0 or \"unlimited\"");
+  return (rlim_t) n;
+}
+
+static void
+push_rlim (lua_State *L, rlim_t value)
+{
+  if (value == RLIM_INFINITY || value > (rlim_t) LUA_MAXINTEGER)
+    lua_pushinteger (L, LUA_MAXINTEGER);
+  else
+    lua_pushinteger (L, (lua_Integer) value);
+}
+
+static int
+proc_setrlimit (lua_State *L)
+{
+  int option = luaL_checkoption (L, 1, NULL, rlimit_names);
+  struct rlimit rl;
+
+  rl.rlim_cur = check_rlim (L, 2);
+  rl.rlim_max = check_rlim (L, 3);
+  luaL_argcheck (L, rl.rlim_cur <= rl.rlim_max, 2, "the soft limit exceeds the hard limit");
+  if (setrlimit (rlimit_values[option], &rl) < 0)
+    return nsb_fail_path (L, errno, "setrlimit", rlimit_names[option]);
+  return nsb_ok (L);
+}
+
+static int
+proc_getrlimit (lua_State *L)
+{
+  int option = luaL_checkoption (L, 1, NULL, rlimit_names);
+  struct rlimit rl;
+
+  if (getrlimit (rlimit_values[option], &rl) < 0)
+    return nsb_fail_path (L, errno, "getrlimit", rlimit_names[option]);
+  push_rlim (L, rl.rlim_cur);
+  push_rlim (L, rl.rlim_max);
+  return 2;
+}
+
+/* }====================================================== */
+
+static int
+proc_fchdir (lua_State *L)
+{
+  if (fchdir (nsb_check_fd_or_int (L, 1)) < 0)
+    return nsb_fail (L, errno, "fchdir");
+  return nsb_ok (L);
+}
+
 static int
 proc_chroot (lua_State *L)
 {
@@ -379,6 +455,9 @@ static const luaL_Reg proc_functions[] = {
   { "dup2", proc_dup2 },
   { "chdir", proc_chdir },
   { "chroot", proc_chroot },
+  { "fchdir", proc_fchdir },
+  { "setrlimit", proc_setrlimit },
+  { "getrlimit", proc_getrlimit },
   { "getpid", proc_getpid },
   { "getuid", proc_getuid },
   { "geteuid", proc_geteuid },
