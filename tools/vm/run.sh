@@ -57,6 +57,9 @@ done
 specs=("$@")
 [ ${#specs[@]} -gt 0 ] || specs=(tests/core_cgroup_spec.lua tests/cgroup_spec.lua)
 spec_list=$(IFS=,; echo "${specs[*]}")
+# Specs run a second time as a user in a delegated cgroup (VM_USER_SPECS,
+# comma-separated; empty to skip).
+user_specs=${VM_USER_SPECS-tests/cgroup_spec.lua}
 
 started=$(date +%s)
 set +e
@@ -65,7 +68,7 @@ timeout "${QEMU_TIMEOUT:-600}" qemu-system-x86_64 \
   -nic none -display none -no-reboot -serial stdio -monitor none \
   -kernel "$kernel_dir/boot/vmlinuz-$release" \
   -initrd "$out/initramfs.cpio.gz" \
-  -append "console=ttyS0 quiet loglevel=3 panic=1 cgroup_no_v1=all nsbuild_dir=$PWD nsbuild_tests=$spec_list" \
+  -append "console=ttyS0 quiet loglevel=3 panic=1 cgroup_no_v1=all nsbuild_dir=$PWD nsbuild_tests=$spec_list nsbuild_user_tests=$user_specs" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -device isa-debug-exit,iobase=0xf4,iosize=0x04
 status=$?
