@@ -372,6 +372,30 @@ describe("build step network", function()
     return list
   end
 
+  it("reaches Debian's registry by default", function()
+    local url = "http://deb.debian.org/debian/dists/bookworm/Release"
+    local fetch = "timeout 30 wget -q -O- " .. url .. " | head -1"
+    local direct = run("--network", "host", "busybox", "--", "sh", "-c", fetch)
+    if not direct:find("Origin: Debian", 1, true) then
+      pending("this host cannot reach deb.debian.org itself: " .. direct)
+      return
+    end
+    local recipe = dir .. "/net-fetch.lua"
+    local f = assert(io.open(recipe, "w"))
+    f:write([[
+return from(deb "busybox-static")
+  :run { "/bin/busybox", "--install", "-s", "/bin" }
+  :run "]] .. fetch .. [[ > /release"
+  :tag "net-fetch"
+]])
+    f:close()
+    local out, code = cli.run({ "--cache", cache, "--no-cache", recipe })
+    assert.are.equal(0, code, out)
+    local record = read(cache .. "/images/net-fetch:latest.json")
+    local top = record:match('"layers":%[.-"(%x+)"%]')
+    assert.are.equal("Origin: Debian\n", read(cache .. "/layers/" .. top .. "/release"))
+  end)
+
   it("leaves no mount targets in layers", function()
     local recipe = dir .. "/net-layers.lua"
     local f = assert(io.open(recipe, "w"))
