@@ -396,6 +396,23 @@ return from(deb "busybox-static")
     assert.are.equal("Origin: Debian\n", read(cache .. "/layers/" .. top .. "/release"))
   end)
 
+  it("uses a step's network option", function()
+    local recipe = dir .. "/net-offline.lua"
+    local f = assert(io.open(recipe, "w"))
+    f:write([[
+return from(deb "busybox-static")
+  :run { "/bin/busybox", "--install", "-s", "/bin" }
+  :run("cat /proc/net/dev > /interfaces", { network = "none" })
+  :tag "net-offline"
+]])
+    f:close()
+    local out, code = cli.run({ "--cache", cache, "--no-cache", recipe })
+    assert.are.equal(0, code, out)
+    local record = read(cache .. "/images/net-offline:latest.json")
+    local top = record:match('"layers":%[.-"(%x+)"%]')
+    assert.are.same({ "lo" }, interfaces(read(cache .. "/layers/" .. top .. "/interfaces")))
+  end)
+
   it("leaves no mount targets in layers", function()
     local recipe = dir .. "/net-layers.lua"
     local f = assert(io.open(recipe, "w"))
