@@ -48,10 +48,10 @@ lua5.4 /usr/bin/busted --output=plainTerminal "${specs[@]}"
 status=$?
 echo "nsbuild-vm: specs as root took $(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $started }") s"
 
-# The cgroup specs again as a user (nobody) in a delegated subtree, delegated
-# the way systemd does it: the user owns the directory and its cgroup.procs,
-# cgroup.subtree_control and cgroup.threads, and the parent offers the
-# controllers. The specs that need root say pending.
+# The cgroup specs again as the user nobody in a delegated subtree: the user
+# owns the directory and its cgroup.procs, cgroup.subtree_control and
+# cgroup.threads, and the parent offers the controllers. The specs that need
+# root say pending.
 if [ -n "${nsbuild_user_tests:-}" ]; then
   delegated=/sys/fs/cgroup/nsbuild-user
   user=65534
