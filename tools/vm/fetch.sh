@@ -8,8 +8,16 @@ set -eu
 out=${1:-build/vm}
 mkdir -p "$out/deb"
 
-kernel_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
-  awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
+resolve_kernel() {
+  apt-cache depends linux-image-amd64 2>/dev/null |
+    awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
+}
+kernel_pkg=$(resolve_kernel)
+# A fresh machine has no package lists yet.
+if [ -z "$kernel_pkg" ] && [ "$(id -u)" -eq 0 ]; then
+  apt-get update -q >&2
+  kernel_pkg=$(resolve_kernel)
+fi
 if [ -z "$kernel_pkg" ]; then
   echo "nsbuild: cannot resolve linux-image-amd64 to a kernel package; run apt-get update" >&2
   exit 1
