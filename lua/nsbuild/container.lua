@@ -449,7 +449,8 @@ function M.create_cgroup(p)
   for name in pairs(limits) do names[#names + 1] = name end
   table.sort(names)
   if core.geteuid() ~= 0 then
-    log.warn_once("cgroup limits", "limits not applied (%s): %s", table.concat(names, ", "), err)
+    log.warn_once("cgroup limits", "limits not applied (%s): %s; a user other than root needs a "
+                  .. "delegated cgroup v2 subtree to apply them", table.concat(names, ", "), err)
     return nil
   end
   errors.raise("cannot apply the limits (%s): %s", table.concat(names, ", "), err)
