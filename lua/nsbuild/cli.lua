@@ -198,6 +198,11 @@ local function cmd_prune(args)
   local result = store:prune()
   io.stdout:write(string.format("removed %d layers and %d step records, %.1fM freed\n",
                                 result.layers, result.steps, result.bytes / 1048576))
+  -- The cgroups an nsbuild killed by SIGKILL left; every run removes them too.
+  local stale = nsbuild.cgroup.remove_stale()
+  if #stale > 0 then
+    io.stdout:write(string.format("removed %d stale cgroups of nsbuild processes that no longer run\n", #stale))
+  end
   return 0
 end
 
