@@ -181,11 +181,53 @@ mount_open_in_root (lua_State *L)
   return 1;
 }
 
+/* Symlinks followed while creating one path, as the kernel allows (MAXSYMLINKS). */
+#define MAX_LINKS 40
+
+static int mkdirs_at (int rootfd, const char *path, mode_t mode, char *failed, size_t failed_size,
+                      int links);
+
+/* The entry name in parentfd exists and is not a directory: when it is a
+   symlink, create the directories it points to (inside root) and then the
+   rest of the path below them, as mkdir -p does through a dangling link. */
+static int
+mkdirs_through_link (int rootfd, int parentfd, const char *prefix, const char *name, const char *rest,
+                     mode_t mode, char *failed, size_t failed_size, int links)
+{
+  char target[PATH_MAX], joined[PATH_MAX];
+  ssize_t n;
+  int len;
+
+  if (links >= MAX_LINKS)
+    {
+      errno = ELOOP;
+      return -1;
+    }
+  n = readlinkat (parentfd, name, target, sizeof target - 1);
+  if (n < 0)
+    {
+      errno = errno == EINVAL ? EEXIST : errno;
+      return -1;
+    }
+  target[n] = '\0';
+  if (target[0] == '/')
+    len = snprintf (joined, sizeof joined, "%s%s", target, rest);
+  else
+    len = snprintf (joined, sizeof joined, "%s/%s%s", prefix, target, rest);
+  if (len < 0 || (size_t) len >= sizeof joined)
+    {
+      errno = ENAMETOOLONG;
+      return -1;
+    }
+  /* An absolute target is relative to root: openat2 resolves it so, the loop needs no leading "/". */
+  return mkdirs_at (rootfd, joined + strspn (joined, "/"), mode, failed, failed_size, links + 1);
+}
+
 /* Create each missing directory of path below root.  Every prefix is resolved
    from root again, so a symlink met on the way is followed as the container
    would follow it, and never out of root. */
 static int
-mkdirs_at (int rootfd, const char *path, mode_t mode, char *failed, size_t failed_size)
+mkdirs_at (int rootfd, const char *path, mode_t mode, char *failed, size_t failed_size, int links)
 {
   char prefix[PATH_MAX];
   size_t len = strlen (path), i;
@@ -223,6 +265,17 @@ mkdirs_at (int rootfd, const char *path, mode_t mode, char *failed, size_t faile
       if (parentfd < 0)
         return -1;
       ret = mkdirat (parentfd, name != NULL ? name : prefix, mode);
+      if (ret < 0 && errno == EEXIST)
+        {
+          /* A dangling symlink: the call creates the rest of the path too. */
+          ret = mkdirs_through_link (rootfd, parentfd, name != NULL ? prefix : ".",
+                                     name != NULL ? name : prefix, path + i, mode, failed,
+                                     failed_size, links);
+          err = errno;
+          close (parentfd);
+          errno = err;
+          return ret;
+        }
       err = errno;
       close (parentfd);
       errno = err;
@@ -244,7 +297,7 @@ mount_mkdirs_in_root (lua_State *L)
   if (rootfd < 0)
     return nsb_fail_path (L, errno, "open root", lua_tostring (L, 1));
   failed[0] = '\0';
-  ret = mkdirs_at (rootfd, path, mode, failed, sizeof failed);
+  ret = mkdirs_at (rootfd, path, mode, failed, sizeof failed, 0);
   err = errno;
   if (owned)
     close (rootfd);

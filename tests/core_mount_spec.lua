@@ -97,6 +97,20 @@ describe("core.mkdirs_in_root", function()
     end
   end)
 
+  it("follows a dangling symlink inside the root", function()
+    sh("ln -s /inside/target " .. root .. "/dangling")
+    assert.is_true(core.mkdirs_in_root(root, "dangling/sub"))
+    assert.is_true(exists(root .. "/inside/target/sub"))
+    assert.is_false(exists("/inside"))
+  end)
+
+  it("stops a symlink loop", function()
+    sh("ln -s loop2 " .. root .. "/loop1 && ln -s loop1 " .. root .. "/loop2")
+    local ok, _, errno = core.mkdirs_in_root(root, "loop1/x")
+    assert.is_nil(ok)
+    assert.are.equal(40, errno)
+  end)
+
   it("names the component that is not a directory", function()
     sh("touch " .. root .. "/file")
     local ok, err, errno = core.mkdirs_in_root(root, "file/sub")

@@ -151,9 +151,10 @@ local function cmd_build(args)
   local recipes = require("nsbuild.recipe").load(path, nsbuild, parse_args(opts.args))
   local store = open_store(opts)
   local release = store:build_lock()
+  local build_all = next(wanted) == nil
   local ok, err = pcall(function()
     for _, entry in ipairs(recipes) do
-      if next(wanted) == nil or wanted[entry.name] then
+      if build_all or wanted[entry.name] then
         wanted[entry.name or ""] = nil
         if entry.name then
           view:heading(entry.name)

@@ -76,6 +76,15 @@ end
 -- sha256 | target }, ... } } with directories before their contents, sorted.
 -- Raises when src does not exist.
 function M.scan(src, opts)
+  -- Absolute, because the copy runs where the working directory is elsewhere.
+  -- Only the parent is resolved: a symlink given as src is copied, not followed.
+  if src:sub(1, 1) ~= "/" then
+    local parent, name = src:match("^(.*)/([^/]+)/*$")
+    local dir = core.realpath(parent or ".")
+    if dir then
+      src = dir .. "/" .. (name or src)
+    end
+  end
   local st, err = core.lstat(src)
   if not st then
     errors.raise("copy: source not found: %s", err)
