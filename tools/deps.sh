@@ -9,7 +9,8 @@ packages="
   lua5.4 liblua5.4-dev lua-cjson lua-busted
   libcap-dev libarchive-dev libseccomp-dev libssl-dev
   apt util-linux iproute2 procps
-  binutils xz-utils zstd bzip2 libcap2-bin
+  binutils xz-utils zstd bzip2 libcap2-bin attr
+  debootstrap
   slirp4netns uidmap
   qemu-system-x86 cpio
 "
