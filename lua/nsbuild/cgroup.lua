@@ -573,13 +573,13 @@ local function move_self_to_leaf(dir)
   return core.cgroup_write(leaf .. "/cgroup.procs", tostring(me))
 end
 
--- Enable the controllers in wanted (a list) in own's cgroup.subtree_control.
+-- Enable the controllers listed in to_enable in own's cgroup.subtree_control.
 -- required lists those that limits need: failing to enable one is an error,
 -- failing to enable another only leaves its statistics out.
-local function enable_controllers(own, is_root, wanted, required)
+local function enable_controllers(own, is_root, to_enable, required)
   local enabled = set_of_words(core.cgroup_read(own .. "/cgroup.subtree_control"))
   local missing = {}
-  for _, name in ipairs(wanted) do
+  for _, name in ipairs(to_enable) do
     if not enabled[name] then missing[#missing + 1] = "+" .. name end
   end
   if #missing == 0 then
@@ -633,13 +633,13 @@ local function create_v2(cg, writes)
                                 trim(core.cgroup_read(unified.dir .. "/cgroup.controllers") or ""))
     end
   end
-  local wanted, seen = { table.unpack(required) }, {}
+  local to_enable, seen = { table.unpack(required) }, {}
   for _, name in ipairs(required) do seen[name] = true end
   for _, name in ipairs(stats_controllers) do
-    if unified.controllers[name] and not seen[name] then wanted[#wanted + 1] = name end
+    if unified.controllers[name] and not seen[name] then to_enable[#to_enable + 1] = name end
   end
   local is_root = unified.dir == unified.mount
-  local ok, err = enable_controllers(unified.dir, is_root, wanted, required)
+  local ok, err = enable_controllers(unified.dir, is_root, to_enable, required)
   if not ok then return nil, err end
 
   local dir = unified.dir .. "/" .. cg.name
