@@ -8,14 +8,14 @@ CC ?= cc
 CFLAGS ?= -O2 -g
 BUSTED ?= lua5.4 /usr/bin/busted
 
-PKGS := lua5.4 libcap libarchive libseccomp libcrypto
+PKGS := lua5.4 libcap libarchive libseccomp libcrypto libedit
 WARNINGS := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
 	-Wpointer-arith -Wwrite-strings -Wformat=2 -Wundef -Wvla -Wcast-qual \
 	-Werror=implicit-function-declaration -Werror=format-security
 
 # Recursive (=) so that pkg-config runs only after `deps` has installed it.
 NSB_CFLAGS = -std=gnu11 -fPIC -D_GNU_SOURCE $(WARNINGS) $(CFLAGS) $(shell pkg-config --cflags $(PKGS))
-NSB_LIBS = $(shell pkg-config --libs libcap libarchive libseccomp libcrypto)
+NSB_LIBS = $(shell pkg-config --libs libcap libarchive libseccomp libcrypto libedit)
 LUA_LIBS = $(shell pkg-config --libs lua5.4)
 
 MODULE_SRCS := $(filter-out core/main.c,$(wildcard core/*.c))
@@ -23,7 +23,7 @@ MODULE_OBJS := $(MODULE_SRCS:core/%.c=build/%.o)
 OBJS := $(MODULE_OBJS) build/main.o
 
 .PHONY: all deps demo test test-core bench install clean
-all: nsbuild lua/nsbuild/core.so
+all: nsbuild lua/nsbuild/core.so lua/nsbuild/core_doc.lua
 
 deps:
 	@tools/deps.sh install
@@ -37,6 +37,10 @@ build/%.o: core/%.c | build/deps.stamp
 
 nsbuild: $(OBJS)
 	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(NSB_LIBS) $(LUA_LIBS)
+
+# help() in the REPL shows these signatures for the C functions.
+lua/nsbuild/core_doc.lua: tools/core-doc.lua $(wildcard core/*.c) | build/deps.stamp
+	lua5.4 tools/core-doc.lua $(sort $(wildcard core/*.c)) > $@.tmp && mv $@.tmp $@
 
 # The module takes the Lua API from the interpreter that loads it, as Debian's modules do.
 lua/nsbuild/core.so: $(MODULE_OBJS)
@@ -67,6 +71,6 @@ install: all
 	install -m 755 lua/nsbuild/core.so $(DESTDIR)$(DATADIR)/lua/nsbuild/core.so
 
 clean:
-	rm -rf build nsbuild lua/nsbuild/core.so
+	rm -rf build nsbuild lua/nsbuild/core.so lua/nsbuild/core_doc.lua
 
 -include $(OBJS:.o=.d)

@@ -7,7 +7,7 @@ set -eu
 packages="
   gcc make pkg-config
   lua5.4 liblua5.4-dev lua-cjson lua-busted
-  libcap-dev libarchive-dev libseccomp-dev libssl-dev
+  libcap-dev libarchive-dev libseccomp-dev libssl-dev libedit-dev
   apt util-linux iproute2 procps
   binutils xz-utils zstd bzip2 libcap2-bin attr
   debootstrap
