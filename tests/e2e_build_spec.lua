@@ -348,6 +348,12 @@ return bb:run "echo file > /p"
     assert.are.equal("/etc\nnow-a-file\n", check_in("types", "readlink /p; cat /q"))
   end)
 
+  it("links to a file of a lower layer", function()
+    local path = recipe([[return bb:run("echo lower > /low"):run("ln /low /linked && echo more >> /linked"):tag "uplink"]])
+    assert.are.equal(0, select(2, build(path)))
+    assert.are.equal("lower\nmore\nlower\nmore\n", check_in("uplink", "cat /low /linked"))
+  end)
+
   it("keeps hardlinks within a layer", function()
     local path = recipe([[return bb:run("echo x > /h1 && ln /h1 /h2"):tag "links"]])
     assert.are.equal(0, select(2, build(path)))
@@ -436,6 +442,41 @@ return { one = bb:run("echo 1 > /one"):tag "one", two = bb:run("echo 2 > /two"):
     out, code = build(path, "c")
     assert.are.equal(125, code)
     assert.matches("has no image named 'c'", out, 1, true)
+  end)
+end)
+
+describe("parallel build", function()
+  leaks.guard()
+  before_each(setup_dirs)
+  after_each(remove_dirs)
+
+  it("builds named images side by side", function()
+    local path = recipe([[
+return { left = bb:run("sleep 0.5; echo l > /l"):tag "left", right = bb:run("sleep 0.5; echo r > /r"):tag "right" }
+]])
+    assert.are.equal(0, select(2, build(path, "left")))
+    local started = tonumber((cli.sh("date +%s.%N")))
+    local out, code = build(path, "-j", "2")
+    local elapsed = tonumber((cli.sh("date +%s.%N"))) - started
+    assert.are.equal(0, code, out)
+    assert.matches("[left] built left", out, 1, true)
+    assert.matches("[right] built right", out, 1, true)
+    assert.are.equal("r\n", (run("right", "cat", "/r")))
+    assert.is_true(elapsed < 30, "took " .. elapsed .. "s")
+  end)
+
+  it("reports the failing image", function()
+    local path = recipe([[return { good = bb:tag "good", bad = bb:run("exit 4"):tag "bad" }]])
+    local out, code = build(path, "-j", "2")
+    assert.are.equal(4, code)
+    assert.matches("nsbuild: error: bad: ", out, 1, true)
+  end)
+
+  it("rejects a bad job count", function()
+    local path = recipe([[return bb]])
+    local out, code = build(path, "-j", "zero")
+    assert.are.equal(125, code)
+    assert.matches("invalid -j 'zero'", out, 1, true)
   end)
 end)
 

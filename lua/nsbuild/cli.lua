@@ -25,6 +25,7 @@ options:
   -q, --quiet        no progress output (same as --progress=quiet)
   --progress MODE    plain, tty (colour) or quiet; default tty on a terminal
   --arg KEY=VALUE    a value the recipe reads as args.KEY (repeatable)
+  -j N               build up to N of the recipe's named images in parallel
 
 run options:
   --hostname NAME    hostname inside the container (default: a random id)
@@ -128,10 +129,49 @@ local function build_one(store, entry, opts, view)
     require("nsbuild.build").image_size(store, result.layers) / 1048576))
 end
 
+-- Build each entry in a worker process of its own, at most `jobs` at once.
+-- Workers share the store as separate builds do: a step that two of them need
+-- is built by both and committed once. Raises the first failure once every
+-- worker has ended.
+local function build_parallel(store, entries, opts, mode, jobs)
+  local running, count, failure = {}, 0, nil
+  local function reap()
+    local pid, how, value = errors.check(core.waitpid(-1))
+    local job = running[pid]
+    running[pid], count = nil, count - 1
+    local ok, message = pcall(core.await_exec, job.errfd)
+    job.errfd:close()
+    if not failure and (not ok or how ~= "exited" or value ~= 0) then
+      local code = how == "signaled" and 128 + value or value
+      failure = errors.new(code ~= 0 and code or errors.FAILED, "%s: %s", job.name,
+                           ok and ("exit code " .. code) or tostring(message))
+    end
+  end
+  for _, entry in ipairs(entries) do
+    while count >= jobs do reap() end
+    local name = entry.name or "(untagged)"
+    local pid, errfd = core.clone({}, function()
+      local view = require("nsbuild.progress").new({ mode = mode == "quiet" and "quiet" or "plain",
+                                                    prefix = name })
+      build_one(store, entry, opts, view)
+      return 0
+    end)
+    if not pid then
+      failure = failure or errors.new(errors.FAILED, "cannot start the build of %s: %s", name, errfd)
+      break
+    end
+    running[pid], count = { name = name, errfd = errfd }, count + 1
+  end
+  while count > 0 do reap() end
+  if failure then
+    error(failure, 0)
+  end
+end
+
 local function cmd_build(args)
   local opts, rest = parse(args, 1, { ["--cache"] = true, ["--no-cache"] = false,
                                       ["-q"] = false, ["--quiet"] = false, ["--progress"] = true,
-                                      ["--arg"] = true })
+                                      ["--arg"] = true, ["-j"] = true })
   local path = table.remove(rest, 1)
   if not path then
     errors.raise("missing RECIPE.lua (see nsbuild --help)")
@@ -152,15 +192,27 @@ local function cmd_build(args)
   local store = open_store(opts)
   local release = store:build_lock()
   local build_all = next(wanted) == nil
+  local selected = {}
+  for _, entry in ipairs(recipes) do
+    if build_all or wanted[entry.name] then
+      wanted[entry.name or ""] = nil
+      selected[#selected + 1] = entry
+    end
+  end
+  local jobs = math.tointeger(tonumber(opts["-j"] or "1"))
+  if not jobs or jobs < 1 then
+    errors.raise("invalid -j '%s': expected a number of parallel builds, 1 or more", tostring(opts["-j"]))
+  end
   local ok, err = pcall(function()
-    for _, entry in ipairs(recipes) do
-      if build_all or wanted[entry.name] then
-        wanted[entry.name or ""] = nil
-        if entry.name then
-          view:heading(entry.name)
-        end
-        build_one(store, entry, opts, view)
+    if jobs > 1 and #selected > 1 then
+      build_parallel(store, selected, opts, mode, jobs)
+      return
+    end
+    for _, entry in ipairs(selected) do
+      if entry.name then
+        view:heading(entry.name)
       end
+      build_one(store, entry, opts, view)
     end
   end)
   release()

@@ -26,7 +26,8 @@ local function stderr_is_tty()
 end
 
 --- Create a view. opts: mode ("plain", "tty", "quiet"; default: "tty" when
--- stderr is a terminal), output (a file, default io.stderr).
+-- stderr is a terminal), output (a file, default io.stderr), prefix (a name put
+-- before every line, for builds running side by side).
 function M.new(opts)
   local mode = opts.mode
   if mode == nil then
@@ -35,7 +36,8 @@ function M.new(opts)
   if mode ~= "plain" and mode ~= "tty" and mode ~= "quiet" then
     error(string.format("invalid progress mode '%s' (use plain, tty or quiet)", tostring(mode)), 2)
   end
-  return setmetatable({ mode = mode, out = opts.output or io.stderr }, View)
+  return setmetatable({ mode = mode, out = opts.output or io.stderr,
+                        prefix = opts.prefix and ("[" .. opts.prefix .. "] ") or "" }, View)
 end
 
 function View:paint(kind, text)
@@ -45,9 +47,10 @@ function View:paint(kind, text)
   return text
 end
 
+-- Write one line; a line is written whole, so lines of parallel builds do not mix.
 function View:write(...)
   if self.mode ~= "quiet" then
-    self.out:write(...)
+    self.out:write(self.prefix .. table.concat({ ... }))
     self.out:flush()
   end
 end
