@@ -338,9 +338,9 @@ drain_master (const struct relay *r, int nonblocking)
     }
 }
 
-/* Copy what input has now to master.  On end of input, write the terminal's
-   end-of-file character once, so a shell reading a piped script ends too;
-   returns 1 then, and the caller stops polling input. */
+/* Copy what input has now to master.  On end of input, write an end-of-file
+   character once, so a shell reading a piped script ends too; returns 1
+   then, and the caller stops polling input. */
 static int
 copy_input (const struct relay *r)
 {
@@ -352,11 +352,10 @@ copy_input (const struct relay *r)
   while (n < 0 && errno == EINTR);
   if (n <= 0)
     {
-      struct termios t;
-      char eof = 4;  /* ^D, the default VEOF */
+      /* ^D, the default VEOF.  tcgetattr on the master would return the
+         master's own settings, not the ones the container gave the slave. */
+      char eof = 4;
 
-      if (tcgetattr (r->master, &t) == 0)
-        eof = (char) t.c_cc[VEOF];
       write_all (r->master, &eof, 1);
       return 1;
     }

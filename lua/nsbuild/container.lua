@@ -9,8 +9,12 @@ local cgroup = require "nsbuild.cgroup"
 local core = require "nsbuild.core"
 local errors = require "nsbuild.errors"
 local log = require "nsbuild.log"
+local mounts = require "nsbuild.mounts"
 local net = require "nsbuild.net"
 local policy = require "nsbuild.policy"
+local process = require "nsbuild.process"
+local security = require "nsbuild.security"
+local tty = require "nsbuild.tty"
 
 local M = {}
 
@@ -169,13 +173,19 @@ local function pivot(c)
   must("pivot_root", core.pivot_root(".", "."))
   must("detach the old root", core.umount(".", { "detach" }))
   must("chdir /", core.chdir("/"))
+  -- Paths resolved inside the root from here on start at the new "/".
+  c.root = "/"
 end
 
-local function exec_command(c)
-  must("mark descriptors close-on-exec", core.cloexec_from(3))
-  local _, message, errno = core.execve(c.argv[1], c.argv, c.env)
-  local code = errno == 2 and errors.NOT_FOUND or errors.CANNOT_INVOKE
-  error({ message = message, code = code }, 0)
+-- Run the policy's hook name, if any, with the context c. The step's name
+-- ("hook NAME") prefixes what it raises.
+local function run_hook(name)
+  return { "hook " .. name, function(c)
+      local hook = c.hooks[name]
+      if hook then
+        hook(c)
+      end
+    end }
 end
 
 --- The child's sequence, in order. Each entry is { name, function(c) }; the
@@ -187,10 +197,14 @@ M.child_steps = {
       c.sync_read:read(1)
       c.sync_read:close()
     end },
+  -- Before anything else, so that every later step acts inside the joined
+  -- namespaces. A pid namespace is joined by the parent around the clone:
+  -- setns(CLONE_NEWPID) moves only the children forked after it.
+  { "join namespaces", process.join_namespaces },
   -- Only now, attached to the container's cgroup, does a new cgroup namespace
   -- take that cgroup as its root; made by clone it would take nsbuild's.
   { "enter a cgroup namespace", function(c)
-      if c.namespaces.cgroup then
+      if c.namespaces.cgroup == true then
         must("unshare the cgroup namespace", core.unshare({ "cgroup" }))
       end
     end },
@@ -200,6 +214,7 @@ M.child_steps = {
       must("set the parent-death signal", core.set_pdeathsig("KILL"))
     end },
   { "redirect the standard streams", function(c)
+      if c.stdin then must("redirect stdin", core.dup2(c.stdin, 0)) end
       if c.stdout then must("redirect stdout", core.dup2(c.stdout, 1)) end
       if c.stderr then must("redirect stderr", core.dup2(c.stderr, 2)) end
     end },
@@ -210,14 +225,16 @@ M.child_steps = {
   { "mount the root filesystem", mount_rootfs },
   { "mount /proc", mount_proc },
   { "mount /dev", mount_dev },
+  { "mount /dev/mqueue", mounts.mount_mqueue },
+  { "mount /sys", mounts.mount_sys },
   -- Before pivot_root: the sources are files in the host's work directory.
-  { "mount /etc/hosts and /etc/resolv.conf", net.mount_files },
+  { "mount /etc/hosts, /etc/resolv.conf and /etc/hostname", net.mount_files },
   { "mount the policy's mounts", mount_volumes },
   { "create the working directory", function(c)
       must("create " .. c.cwd, core.mkdirs_in_root(c.root, c.cwd, tonumber("755", 8)))
     end },
   { "set the hostname", function(c)
-      if c.namespaces.uts then
+      if c.namespaces.uts == true then
         must("sethostname", core.sethostname(c.hostname))
       end
     end },
@@ -226,11 +243,40 @@ M.child_steps = {
         must("bring up lo", core.link_up("lo"))
       end
     end },
+  -- The last point where the host's tree is visible, for hooks that need it.
+  run_hook("after_mounts"),
   { "pivot_root", pivot },
-  { "enter the working directory", function(c)
-      must("chdir " .. c.cwd, core.chdir(c.cwd))
+  -- After pivot_root, so that /proc and /sys are the container's own and
+  -- root is "/"; before the capabilities go, because mounting needs sys_admin.
+  { "mask and protect paths", mounts.protect_paths },
+  -- After every mount on top of it is in place: mount points cannot be made
+  -- on a read-only root.
+  { "make the root read-only", mounts.readonly_root },
+  run_hook("after_pivot"),
+  -- After pivot_root, so that the names are the image's, not the host's.
+  { "resolve the user", process.resolve_user },
+  -- The pty comes from the container's devpts; its slave is given to the
+  -- container's user before that user loses the capability to chown it.
+  { "attach the terminal", tty.attach_child },
+  { "enter the working directory", process.enter_cwd },
+  -- Before the capabilities go: raising a hard limit needs sys_resource.
+  { "set rlimits and umask", process.set_limits },
+  -- Without no_new_privs the kernel loads a filter only for a process with
+  -- sys_admin, which the next steps drop; the filter then has to allow them.
+  { "load the seccomp filter early", function(c)
+      if not c.no_new_privs then process.load_seccomp(c) end
     end },
-  { "exec", exec_command },
+  { "switch to the container's user", process.switch_user },
+  -- After setresuid, which would otherwise clear the sets this step chooses.
+  { "set capabilities", process.set_caps },
+  { "set no_new_privs", process.set_no_new_privs },
+  run_hook("before_exec"),
+  -- Last but exec: every step before needs syscalls the filter may block
+  -- (mount, pivot_root, capset, setns).
+  { "load the seccomp filter", function(c)
+      if c.no_new_privs then process.load_seccomp(c) end
+    end },
+  { "exec", process.exec },
 }
 
 local function child_main(c)
@@ -270,14 +316,99 @@ local function clone_in_cgroup(c, list, cg)
   return pid, errfd, false
 end
 
-local function start(c, list, cg)
-  -- Before the clone, so that the child's copy of c names the files to mount.
+-- Write the files the child bind-mounts, before the clone so that the
+-- child's copy of c names them: net.lua's /etc/hosts and /etc/resolv.conf,
+-- and /etc/hostname in net.lua's directory, mounted and removed with them.
+local function prepare_files(c)
   net.prepare(c, dirname(c.root))
-  c.sync_read, c.sync_write = errors.check(core.pipe())
+  if c.namespaces.uts == true then
+    local path = c.network.dir .. "/hostname"
+    must("write " .. path, core.write_file(path, c.hostname .. "\n", tonumber("644", 8)))
+    c.network.files[#c.network.files + 1] = { source = path, target = "etc/hostname" }
+  end
+end
+
+-- Clone the child, inside the pid namespace the policy joins, if any: the
+-- parent enters it for the clone only, because setns(CLONE_NEWPID) moves
+-- the children forked after it, never the caller.
+local function clone_child(c, list, cg)
+  local pid_path = c.namespaces.pid ~= true and c.namespaces.pid or nil
+  if not pid_path then
+    return clone_in_cgroup(c, list, cg)
+  end
+  local own = errors.check(core.open("/proc/self/ns/pid", { "rdonly" }))
+  local joined, err = core.setns(pid_path, "pid")
+  if not joined then
+    own:close()
+    return nil, "join the pid namespace " .. pid_path .. ": " .. err
+  end
   local pid, errfd, in_cgroup = clone_in_cgroup(c, list, cg)
+  local back, berr = core.setns(own, "pid")
+  own:close()
+  if not back then
+    -- nsbuild would fork its later helpers into the joined namespace.
+    error("cannot return to nsbuild's own pid namespace: " .. berr, 0)
+  end
+  return pid, errfd, in_cgroup
+end
+
+-- Stop a child that has not been released yet and raise message.
+local function abort(c, pid, errfd, message)
+  core.kill(pid, "KILL")
+  c.sync_write:close()
+  errfd:close()
+  core.waitpid(pid)
+  errors.raise("%s", message)
+end
+
+-- Run the parent's hook name with c and the extra arguments; return nil, or
+-- the message of the error it raised, prefixed with the hook's name.
+local function run_parent_hook(c, name, ...)
+  local hook = c.hooks[name]
+  if not hook then
+    return nil
+  end
+  local ok, err = pcall(hook, c, ...)
+  if ok then
+    return nil
+  end
+  return string.format("hook %s: %s", name, errors.is(err) and errors.describe(err) or tostring(err))
+end
+
+-- Wait for the child's exec, then run what the caller needs while the
+-- command runs: the terminal relay, or on_started. Returns started, message.
+local function follow(c, pid, errfd)
+  tty.receive(c)
+  local started, message = pcall(core.await_exec, errfd)
+  errfd:close()
+  if started and c.tty then
+    local ok, err = pcall(tty.relay, c, pid)
+    if not ok then
+      log.warn("terminal relay: %s", tostring(err))
+    end
+  end
+  -- A caller that piped the command's output drains it here, before waitpid,
+  -- so that a full pipe cannot stall the command.
+  if started and c.on_started then
+    local ok, err = pcall(c.on_started, pid)
+    if not ok then
+      log.warn("while the container ran: %s", tostring(err))
+    end
+  end
+  tty.close(c)
+  return started, message
+end
+
+local function start(c, list, cg)
+  prepare_files(c)
+  tty.prepare(c)
+  c.sync_read, c.sync_write = errors.check(core.pipe())
+  local pid, errfd, in_cgroup = clone_child(c, list, cg)
+  tty.close_child_end(c)
   if not pid then
     c.sync_read:close()
     c.sync_write:close()
+    tty.close(c)
     errors.raise("cannot create the container: %s", errfd)
   end
   c.sync_read:close()
@@ -287,11 +418,7 @@ local function start(c, list, cg)
   if cg and not in_cgroup then
     local attached, err = cg:attach(pid)
     if not attached then
-      c.sync_write:close()
-      errfd:close()
-      core.kill(pid, "KILL")
-      core.waitpid(pid)
-      errors.raise("cannot attach the container to its cgroup: %s", err)
+      abort(c, pid, errfd, "cannot attach the container to its cgroup: " .. tostring(err))
     end
   end
 
@@ -299,32 +426,28 @@ local function start(c, list, cg)
   -- slirp4netns configures it and forwards the ports before the command runs.
   local attached, err = pcall(net.attach, c, pid)
   if not attached then
-    core.kill(pid, "KILL")
-    c.sync_write:close()
-    errfd:close()
-    core.waitpid(pid)
-    errors.raise("cannot connect the container's network: %s", tostring(err))
+    abort(c, pid, errfd, "cannot connect the container's network: " .. tostring(err))
+  end
+
+  local hook_error = run_parent_hook(c, "created", pid)
+  if hook_error then
+    abort(c, pid, errfd, hook_error)
   end
 
   -- Signals for nsbuild go to the container from now until it is reaped.
   core.forward_signals(pid)
   c.sync_write:close()
 
-  local started, message = pcall(core.await_exec, errfd)
-  errfd:close()
-  -- A caller that piped the command's output drains it here, before waitpid,
-  -- so that a full pipe cannot stall the command.
-  if started and c.on_started then
-    local ok, err = pcall(c.on_started, pid)
-    if not ok then
-      log.warn("while the container ran: %s", tostring(err))
-    end
-  end
+  local started, message = follow(c, pid, errfd)
   local _, how, value = core.waitpid(pid)
   core.forward_signals(nil)
   local code = exit_code(how, value)
   if not started then
     errors.raise_code(code ~= 0 and code or errors.FAILED, "container: %s", tostring(message))
+  end
+  hook_error = run_parent_hook(c, "exited", code)
+  if hook_error then
+    errors.raise("%s (the command exited with code %d)", hook_error, code)
   end
   return code
 end
@@ -374,7 +497,10 @@ end
 -- spec: { rootfs = { layers = {dir, ...} (bottom to top), upper, work, target }
 --         or { bind = dir, target }, argv = {...}, env = {"K=V", ...},
 --         policy = a policy table (default policy.default), hostname, cwd,
---         stdout, stderr = fd handles for the command's output (default: nsbuild's),
+--         user = "uid[:gid]" or "name[:group]" (default: the policy's, else root),
+--         stdin, stdout, stderr = fd handles for the command's streams (default: nsbuild's),
+--         tty = { input = bool } to give the command a pty of the container's
+--           devpts, relayed to nsbuild's terminal (input: relay stdin too),
 --         on_started = function(pid) called once the command runs, before waitpid }.
 -- Returns the exit code as a shell reports it (128+N for signal N) and
 -- { stats = the cgroup's statistics (cgroup.lua Cgroup:stats), or nil when
@@ -382,20 +508,7 @@ end
 -- when the container could not start.
 function M.run(spec)
   local p = spec.policy or policy.default
-  local c = {
-    rootfs = spec.rootfs,
-    root = spec.rootfs.target,
-    argv = spec.argv,
-    env = spec.env,
-    cwd = spec.cwd or p.cwd or "/",
-    hostname = spec.hostname or p.hostname or "nsbuild",
-    namespaces = {},
-    network = net.new(p),
-    mounts = p.mounts or {},
-    stdout = spec.stdout,
-    stderr = spec.stderr,
-    on_started = spec.on_started,
-  }
+  local c = M.context(spec, p)
   if #c.argv == 0 then
     errors.raise("no command to run: give one, or set cmd or entrypoint in the image")
   end
@@ -404,6 +517,10 @@ function M.run(spec)
     c.namespaces[name] = true
     -- The child makes its cgroup namespace itself, once it is in its cgroup.
     if name ~= "cgroup" then list[#list + 1] = name end
+  end
+  -- A joined namespace is named by its path; the clone makes none for it.
+  for _, join in ipairs(c.joins) do
+    c.namespaces[join[1]] = join[2]
   end
 
   -- The cgroup exists with its limits written before the clone, so that the
@@ -428,6 +545,44 @@ function M.run(spec)
     error(code, 0)
   end
   return code, info
+end
+
+--- Return the context of a container, the table c that every step of the
+-- parent and of the child reads, from a run spec and its policy p.
+-- Child hooks receive it too: root, argv, env, cwd, hostname, user, ids (once
+-- the user is resolved), namespaces and the policy's fields below.
+function M.context(spec, p)
+  local sets = security.capability_sets(p.caps, true)
+  return {
+    rootfs = spec.rootfs,
+    root = spec.rootfs.target,
+    argv = spec.argv or p.argv or {},
+    env = spec.env or {},
+    cwd = spec.cwd or p.cwd or "/",
+    hostname = spec.hostname or p.hostname or "nsbuild",
+    namespaces = {},
+    joins = policy.namespace_joins(p),
+    network = net.new(p),
+    mounts = p.mounts or {},
+    user = spec.user or p.user,
+    groups = p.groups or {},
+    rlimits = p.rlimits or {},
+    umask = p.umask or "0022",
+    caps = p.caps or {},
+    no_new_privs = p.no_new_privs ~= false,
+    -- Built in the parent: an invalid profile fails before any clone.
+    seccomp = security.seccomp_profile(p.seccomp, sets.effective),
+    readonly = p.readonly == true,
+    masked_paths = p.masked_paths or {},
+    readonly_paths = p.readonly_paths or {},
+    init = p.init ~= false,
+    hooks = p.hooks or {},
+    tty = spec.tty,
+    stdin = spec.stdin,
+    stdout = spec.stdout,
+    stderr = spec.stderr,
+    on_started = spec.on_started,
+  }
 end
 
 --- Create the cgroup of a container with the policy's limits. Returns the

@@ -221,6 +221,10 @@ local function note_created(c, path)
   f:close()
 end
 
+--- Record a mount target (a path relative to the root) that another step of
+-- the child created, so that release removes it too while it is empty.
+M.note_created = note_created
+
 local function creation_error(target, path, err, errno)
   if errno == EROFS then
     return string.format("/%s is missing and the root is read-only: add the file to the image", target)

@@ -15,10 +15,40 @@ local schema = {
   limits = "table",
   mounts = "table",
   user = "string",
+  argv = "table",
+  groups = "table",
+  rlimits = "table",
+  umask = "string|number",
+  no_new_privs = "boolean",
+  caps = "table",
+  seccomp = "string|table",
+  readonly = "boolean",
+  masked_paths = "table",
+  readonly_paths = "table",
+  init = "boolean",
+  hooks = "table",
 }
 
 -- Fields whose value is a list: extend replaces them whole instead of merging.
-local list_fields = { env = true, mounts = true, ports = true }
+-- seccomp too: a whole profile and a { base, rules } change do not mix.
+local list_fields = { env = true, mounts = true, ports = true, argv = true, groups = true,
+                      masked_paths = true, readonly_paths = true, seccomp = true }
+
+-- Named points of the start sequence where a policy's hooks run: in the child
+-- (after_mounts before pivot_root, after_pivot, before_exec) and in the parent
+-- (created once the child exists, exited once it is reaped).
+M.HOOKS = { "after_mounts", "after_pivot", "before_exec", "created", "exited" }
+
+-- Paths of /proc and /sys that expose the host's kernel, hardware or other
+-- containers' state: masked (a file by /dev/null, a directory by an empty
+-- read-only tmpfs), as container runtimes do by default.
+M.MASKED_PATHS = { "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+                   "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
+                   "/proc/timer_stats", "/sys/devices/virtual/powercap", "/sys/firmware",
+                   "/sys/fs/selinux", "/sys/dev/block" }
+
+-- Paths whose writes would change the host's kernel: bound read-only.
+M.READONLY_PATHS = { "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger" }
 
 local mount_types = { bind = true, tmpfs = true }
 local mount_option_names = { ro = true, nosuid = true, nodev = true, noexec = true }
@@ -68,6 +98,17 @@ M.default = {
   ports = {},
   limits = {},
   mounts = {},
+  groups = {},
+  rlimits = {},
+  umask = "0022",
+  no_new_privs = true,
+  caps = {},
+  seccomp = "default",
+  readonly = false,
+  masked_paths = M.MASKED_PATHS,
+  readonly_paths = M.READONLY_PATHS,
+  init = true,
+  hooks = {},
 }
 
 local function copy(value)
@@ -92,8 +133,9 @@ function M.validate(p)
       error(string.format("policy: unknown field '%s' (known fields: %s)", tostring(field),
                           table.concat(known, ", ")), 2)
     end
-    if type(value) ~= expected then
-      error(string.format("policy: field '%s' must be a %s, not a %s", field, expected, type(value)), 2)
+    if not ("|" .. expected .. "|"):find("|" .. type(value) .. "|", 1, true) then
+      error(string.format("policy: field '%s' must be a %s, not a %s", field,
+                          expected:gsub("|", " or "), type(value)), 2)
     end
   end
   for name, on in pairs(p.namespaces or {}) do
@@ -103,9 +145,14 @@ function M.validate(p)
       error(string.format("policy: unknown namespace '%s' (known: %s)", tostring(name),
                           table.concat(namespace_names, ", ")), 2)
     end
-    if type(on) ~= "boolean" then
-      error(string.format("policy: namespaces.%s must be true or false", name), 2)
+    if type(on) ~= "boolean" and not (type(on) == "string" and on:sub(1, 1) == "/") then
+      error(string.format("policy: namespaces.%s must be true, false or the absolute path of "
+                          .. "a namespace to join, such as /proc/PID/ns/%s", name, name), 2)
     end
+  end
+  local valid, err = pcall(require("nsbuild.security").check, p, M.HOOKS)
+  if not valid then
+    error("policy: " .. tostring(err), 2)
   end
   for i, m in ipairs(p.mounts or {}) do
     validate_mount(i, m)
@@ -145,15 +192,30 @@ end
 function M.namespace_list(p)
   local list = {}
   for _, name in ipairs(namespace_names) do
-    if p.namespaces[name] and not (name == "net" and p.network == "host") then
+    if p.namespaces[name] == true and not (name == "net" and p.network == "host") then
       list[#list + 1] = name
     end
   end
   return list
 end
 
+--- Return the namespaces a policy joins, as a list of { name, path }: the
+-- user namespace first, because joining it grants the capabilities that
+-- joining the namespaces it owns needs.
+function M.namespace_joins(p)
+  local list = {}
+  for _, name in ipairs(namespace_names) do
+    local path = p.namespaces[name]
+    if type(path) == "string" then
+      table.insert(list, name == "user" and 1 or #list + 1, { name, path })
+    end
+  end
+  return list
+end
+
 --- The policy of build steps: the default with network "slirp", so that a
--- step reaches package registries the way the host does.
+-- step reaches package registries the way the host does. Like `nsbuild run`,
+-- a step gets every isolation of the default and the built-in init as PID 1.
 M.build = M.extend(M.default, { network = "slirp" })
 
 return M
