@@ -3,6 +3,7 @@ local core = require "nsbuild.core"
 local errors = require "nsbuild.errors"
 local log = require "nsbuild.log"
 local nsbuild = require "nsbuild"
+local run_options = require "nsbuild.run_options"
 
 local M = {}
 
@@ -41,6 +42,19 @@ run options:
   --cpus N           CPU time limit in cores, e.g. 0.5 for half of one core
   --stats            print the container's peak memory, CPU time, peak pids
                      and OOM kills when it ends
+  --policy FILE      isolation policy: a Lua file returning a policy table or a
+                     function(base) returning one (default: nsbuild.policy.default)
+  -v SRC:DST[:OPTS]  bind-mount host path SRC on DST; OPTS: ro, nosuid, nodev, noexec
+  -u USER            user as uid[:gid] or name[:group] of the image's /etc/passwd
+  -i                 keep stdin attached (default: /dev/null)
+  -t                 give the command a terminal (a pty of the container's devpts)
+  --read-only        mount the root file system read-only
+  --cap-add CAP, --cap-drop CAP
+                     add or drop a capability, e.g. net_admin or ALL (repeatable)
+  --security-opt seccomp=default|strict|unconfined|FILE.lua
+                     seccomp profile; also no-new-privileges=false
+  --init, --no-init  run the command under the built-in init (default) or as PID 1
+  --explain          print the steps the policy performs, run nothing
 ]=]
 
 -- Split args[first..] into options and positional arguments. spec maps option
@@ -57,7 +71,11 @@ local function parse(args, first, spec, stop_after_first)
     end
     local name, inline = a:match("^(%-%-?[%w-]+)=(.*)$")
     name = name or a
-    if spec[name] == nil then
+    -- Short switches given together: -it is -i -t.
+    local letters = spec[name] == nil and a:match("^%-(%a%a+)$")
+    if letters and letters:gsub("%a", function(l) return spec["-" .. l] == false and "" or l end) == "" then
+      for l in letters:gmatch("%a") do opts["-" .. l] = true end
+    elseif spec[name] == nil then
       if a:sub(1, 1) == "-" and a ~= "-" then
         errors.raise("unknown option '%s' (see nsbuild --help)", a)
       end
@@ -83,11 +101,18 @@ local function parse(args, first, spec, stop_after_first)
         opts.ports[#opts.ports + 1] = value
       elseif name == "--arg" then
         opts.args[#opts.args + 1] = value
+      elseif spec[name] == "list" then
+        opts[name] = opts[name] or {}
+        opts[name][#opts[name] + 1] = value
       else
         opts[name] = value
       end
-    else
+    elseif inline == nil or inline == "true" then
       opts[name] = true
+    elseif inline == "false" then
+      opts[name] = false
+    else
+      errors.raise("option '%s' takes no value, or =true or =false", name)
     end
     i = i + 1
   end
@@ -296,20 +321,17 @@ local function run_limits(opts)
 end
 
 local function cmd_run(args)
-  local opts, rest = parse(args, 2, { ["--cache"] = true, ["--hostname"] = true,
-                                      ["-e"] = true, ["-w"] = true, ["--memory"] = true,
-                                      ["--pids-limit"] = true, ["--cpus"] = true,
-                                      ["--stats"] = false, ["--network"] = true, ["-p"] = true }, true)
-  local valid, run_policy = pcall(nsbuild.policy.extend, nsbuild.policy.default, {
+  local spec = { ["--cache"] = true, ["--hostname"] = true, ["-e"] = true, ["-w"] = true,
+                 ["--memory"] = true, ["--pids-limit"] = true, ["--cpus"] = true,
+                 ["--stats"] = false, ["--network"] = true, ["-p"] = true }
+  for k, v in pairs(run_options.SPEC) do spec[k] = v end
+  local opts, rest = parse(args, 2, spec, true)
+  local run_policy = run_options.run_policy(opts, {
     limits = run_limits(opts),
     -- -p alone implies slirp: the only mode that forwards ports.
     network = opts["--network"] or (opts.ports and "slirp") or nil,
     ports = opts.ports,
   })
-  if not valid then
-    -- The policy's message names the option's limit; the Lua position would only distract.
-    errors.raise("run: %s", (tostring(run_policy):gsub("^[^:]*:%d+: ", "")))
-  end
   local name = table.remove(rest, 1)
   if not name then
     errors.raise("run: missing IMAGE (usage: nsbuild run IMAGE [--] [COMMAND...])")
@@ -325,9 +347,20 @@ local function cmd_run(args)
   for _, a in ipairs(config.entrypoint or {}) do argv[#argv + 1] = a end
   local cmd = #rest > 0 and rest or config.cmd or {}
   for _, a in ipairs(cmd) do argv[#argv + 1] = a end
+  -- A policy's argv replaces the image's command; the command line wins over both.
+  if #rest == 0 and run_policy.argv then
+    argv = run_policy.argv
+  end
+  local user = opts["-u"] or opts["--user"] or run_policy.user or config.user
+  if opts["--explain"] then
+    io.stdout:write(run_options.explain(run_policy, argv, user))
+    return 0
+  end
 
   local id = random_id()
   local hostname = opts["--hostname"] or id
+  -- Without -i the command reads /dev/null, as in podman.
+  local stdin = not opts["-i"] and errors.check(core.open("/dev/null", { "rdonly" })) or nil
   local work, release = store:work_dir("container-" .. id)
   local ok, result, info = pcall(function()
     local upper, ovl_work, merged = work .. "/upper", work .. "/work", work .. "/merged"
@@ -343,12 +376,18 @@ local function cmd_run(args)
       rootfs = { layers = lower, upper = upper, work = ovl_work, target = merged },
       argv = argv,
       env = nsbuild.container.environment(config.env, opts.env, hostname),
-      cwd = opts["-w"] or config.workdir or "/",
+      cwd = opts["-w"] or config.workdir or run_policy.cwd,
       hostname = hostname,
       policy = run_policy,
+      user = user,
+      tty = opts["-t"] and { input = opts["-i"] == true } or nil,
+      stdin = stdin,
     })
   end)
   release(true)
+  if stdin then
+    stdin:close()
+  end
   if not ok then
     error(result, 0)
   end
