@@ -198,6 +198,35 @@ end
 
 -- Run a command on an overlay of the layers so far; its upper directory
 -- becomes the step's layer, or no layer when the command changed nothing.
+-- Open a shell (or with mode "repl" the nsbuild REPL) in the container of a
+-- failed step: the same layers, the upper directory as the step left it, the
+-- same environment, mounts and policy. Nothing of it is committed.
+local function debug_failed_step(spec, mode, view)
+  view:summary("nsbuild: opening a " .. (mode == "repl" and "Lua REPL" or "shell")
+               .. " in the failed step's container; leave it to end the build (nothing is committed)")
+  local debug_spec = {}
+  for k, v in pairs(spec) do debug_spec[k] = v end
+  debug_spec.stdout, debug_spec.stderr, debug_spec.on_started = nil, nil, nil
+  debug_spec.argv = { "/bin/sh" }
+  if mode == "repl" then
+    -- Loaded here: after pivot_root the container cannot see lua/.
+    local repl, nsbuild = require "nsbuild.repl", require "nsbuild"
+    pcall(require, "nsbuild.core_doc")
+    debug_spec.lua_main = function()
+      return repl.run(nsbuild)
+    end
+  end
+  if core.isatty(0) and core.isatty(1) then
+    debug_spec.tty = { input = true }
+  end
+  local ok, err = pcall(container.run, debug_spec)
+  if not ok then
+    log.warn("cannot open the debug %s: %s", mode, errors.describe(err))
+  end
+end
+
+-- Run a command on an overlay of the layers so far; its upper directory
+-- becomes the step's layer, or no layer when the command changed nothing.
 local function build_run(store, step, key, ctx)
   local settings = ctx.settings
   return with_work_dir(store, "run", function(work)
@@ -213,7 +242,7 @@ local function build_run(store, step, key, ctx)
     local read_end, write_end = check(core.pipe())
     local log_path = store:path("logs", key .. ".log")
     local log_file = check(io.open(log_path, "w"))
-    local ok, code = pcall(container.run, {
+    local spec = {
       rootfs = { layers = layer_dirs(store, ctx.layers, work), upper = upper, work = ovl_work,
                  target = merged },
       argv = step.argv,
@@ -227,7 +256,8 @@ local function build_run(store, step, key, ctx)
         write_end:close()
         drain_output(read_end, ctx.view, log_file)
       end,
-    })
+    }
+    local ok, code = pcall(container.run, spec)
     write_end:close()
     read_end:close()
     log_file:close()
@@ -235,8 +265,12 @@ local function build_run(store, step, key, ctx)
       error(code, 0)
     end
     if code ~= 0 then
-      errors.raise_code(code, "step %s failed with exit code %d: %s (output in %s)", ctx.position,
-                        code, M.step_summary(step), log_path)
+      if ctx.debug then
+        debug_failed_step(spec, ctx.debug, ctx.view)
+      end
+      errors.raise_code(code, "step %s failed with exit code %d: %s (output in %s%s)", ctx.position,
+                        code, M.step_summary(step), log_path,
+                        ctx.debug and "" or "; rerun with --debug for a shell in its container")
     end
     return commit_upper(store, upper, key, M.step_summary(step))
   end)
@@ -348,7 +382,8 @@ local builders = {
 }
 
 --- Build an image value into the store.
--- opts: { no_cache = bool, progress = a view from progress.new (default: plain on stderr) }.
+-- opts: { no_cache = bool, view = a view from progress.new (default: plain on
+-- stderr), debug = "shell" | "repl" to enter the container of a failed run step }.
 -- Returns { key, layers = {layer ids, bottom to top}, steps = {step keys},
 -- config, history, ran, cached }. Raises an nsbuild error naming the step when
 -- a step fails; the store then holds nothing of that step.
@@ -375,7 +410,8 @@ function M.build(store, img, opts)
       key = chain_key(key, config_canonical(step))
       result.history[#result.history + 1] = { created_by = summary, empty_layer = true }
     else
-      local ctx = { config = result.config, layers = result.layers, view = view, position = position }
+      local ctx = { config = result.config, layers = result.layers, view = view, position = position,
+                    debug = opts.debug }
       key = chain_key(key, canonical_form(store, step, ctx, opts))
       view:step(position, summary)
       local record = not opts.no_cache and store:step(key)

@@ -27,6 +27,8 @@ options:
   --progress MODE    plain, tty (colour) or quiet; default tty on a terminal
   --arg KEY=VALUE    a value the recipe reads as args.KEY (repeatable)
   -j N               build up to N of the recipe's named images in parallel
+  --debug[=repl]     when a run step fails, open a shell (or the Lua REPL) in its
+                     container, with the files as the step left them
 
 run options:
   --hostname NAME    hostname inside the container (default: a random id)
@@ -58,7 +60,8 @@ run options:
 ]=]
 
 -- Split args[first..] into options and positional arguments. spec maps option
--- names to true (takes a value) or false (a switch). With stop_after_first, the
+-- names to true (takes a value), false (a switch), "list" (repeatable) or
+-- "optional" (a switch that may take =value). With stop_after_first, the
 -- first positional argument ends option parsing: the rest is a command line.
 local function parse(args, first, spec, stop_after_first)
   local opts, rest = { env = {}, args = {} }, {}
@@ -85,6 +88,9 @@ local function parse(args, first, spec, stop_after_first)
         for j = from, #args do rest[#rest + 1] = args[j] end
         break
       end
+    elseif spec[name] == "optional" then
+      -- A value only as --name=value: a following argument is not taken.
+      opts[name] = inline or true
     elseif spec[name] then
       local value = inline
       if value == nil then
@@ -137,7 +143,8 @@ end
 
 local function build_one(store, entry, opts, view)
   local started = require("nsbuild.progress").clock()
-  local result = nsbuild.build(store, entry.image, { no_cache = opts["--no-cache"], view = view })
+  local result = nsbuild.build(store, entry.image, { no_cache = opts["--no-cache"], view = view,
+                                                    debug = opts.debug })
   local names = entry.image.tags
   if #names == 0 and entry.name then
     names = { entry.name }
@@ -196,7 +203,7 @@ end
 local function cmd_build(args)
   local opts, rest = parse(args, 1, { ["--cache"] = true, ["--no-cache"] = false,
                                       ["-q"] = false, ["--quiet"] = false, ["--progress"] = true,
-                                      ["--arg"] = true, ["-j"] = true })
+                                      ["--arg"] = true, ["-j"] = true, ["--debug"] = "optional" })
   local path = table.remove(rest, 1)
   if not path then
     errors.raise("missing RECIPE.lua (see nsbuild --help)")
@@ -204,6 +211,15 @@ local function cmd_build(args)
   local wanted = {}
   for _, name in ipairs(rest) do wanted[name] = true end
 
+  local debug = opts["--debug"]
+  if debug == true then
+    debug = "shell"
+  end
+  if debug and debug ~= "shell" and debug ~= "repl" then
+    errors.raise("invalid --debug '%s' (use --debug or --debug=shell for a shell, --debug=repl for a Lua REPL)",
+                 tostring(debug))
+  end
+  opts.debug = debug or nil
   local mode = opts["--progress"]
   if opts["-q"] or opts["--quiet"] then
     mode = "quiet"

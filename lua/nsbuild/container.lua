@@ -578,6 +578,7 @@ function M.context(spec, p)
     init = p.init ~= false,
     hooks = p.hooks or {},
     tty = spec.tty,
+    lua_main = spec.lua_main,
     stdin = spec.stdin,
     stdout = spec.stdout,
     stderr = spec.stderr,

@@ -120,6 +120,16 @@ end
 -- reaches the command (the init closes its own once the command runs).
 function M.exec(c)
   must("mark descriptors close-on-exec", core.cloexec_from(3))
+  -- A Lua function in place of the command (the REPL of nsbuild --debug=repl)
+  -- runs here, with every restriction of the policy already in force.
+  if c.lua_main then
+    local ok, result = pcall(c.lua_main)
+    if not ok then
+      io.stderr:write("nsbuild: ", tostring(result), "\n")
+    end
+    io.stdout:flush()
+    core._exit(ok and (math.tointeger(result) or 0) or errors.FAILED)
+  end
   local _, message, errno
   if c.init then
     _, message, errno = core.init_exec(c.argv, c.env)

@@ -53,7 +53,7 @@ function M.pretty(value)
   local open = {}
   local function format(v, indent, depth)
     if type(v) == "string" then
-      return string.format("%q", v)
+      return (string.format("%q", v):gsub("\\\n", "\\n"))
     end
     local mt = getmetatable(v)
     if type(v) ~= "table" or (mt and mt.__tostring) then
