@@ -321,6 +321,13 @@ init_run (pid_t command, int status_fd, int errfd, const char *path, const sigse
 
   prctl (PR_SET_NAME, "nsbuild-init", 0, 0, 0);
 
+  /* The init runs the image of the program that called init_exec (nsbuild),
+     never exec'd in the container.  Not dumpable, its /proc/PID/exe and
+     /proc/PID/mem need CAP_SYS_PTRACE, so a container's process cannot open
+     the host's nsbuild executable through it.  The command's exec makes the
+     command dumpable again. */
+  prctl (PR_SET_DUMPABLE, 0, 0, 0, 0);
+
   /* Outside a pid namespace, orphans of the command come to the init too. */
   prctl (PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
 

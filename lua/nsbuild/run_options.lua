@@ -22,7 +22,9 @@ M.SPEC = {
 -- base) or a function that takes base and returns the policy. Raises an
 -- error naming the file.
 function M.load_policy_file(path, base)
-  local chunk, err = loadfile(path, "t")
+  -- The file sees the standard library and `policy`, as a recipe does.
+  local env = setmetatable({ policy = policy }, { __index = _G })
+  local chunk, err = loadfile(path, "t", env)
   if not chunk then
     errors.raise("--policy: %s", err)
   end
@@ -96,7 +98,7 @@ local function append(list, values)
   return out
 end
 
---- Return the changes that the flags in opts make to policy base: -v, -u,
+--- Return the changes that the flags in opts make to policy base: -v, -u, -w,
 -- --read-only, --cap-add, --cap-drop, --security-opt, --init/--no-init.
 function M.flag_changes(opts, base)
   local changes = {}
@@ -107,6 +109,7 @@ function M.flag_changes(opts, base)
     changes.mounts = list
   end
   changes.user = opts["-u"] or opts["--user"]
+  changes.cwd = opts["-w"]
   if opts["--read-only"] then
     changes.readonly = true
   end
