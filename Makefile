@@ -8,14 +8,14 @@ CC ?= cc
 CFLAGS ?= -O2 -g
 BUSTED ?= lua5.4 /usr/bin/busted
 
-PKGS := lua5.4 libcap libarchive libseccomp libcrypto libedit
+PKGS := lua5.4 libcap libarchive libseccomp libcrypto zlib libzstd libedit
 WARNINGS := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
 	-Wpointer-arith -Wwrite-strings -Wformat=2 -Wundef -Wvla -Wcast-qual \
 	-Werror=implicit-function-declaration -Werror=format-security
 
 # Recursive (=) so that pkg-config runs only after `deps` has installed it.
 NSB_CFLAGS = -std=gnu11 -fPIC -D_GNU_SOURCE $(WARNINGS) $(CFLAGS) $(shell pkg-config --cflags $(PKGS))
-NSB_LIBS = $(shell pkg-config --libs libcap libarchive libseccomp libcrypto libedit)
+NSB_LIBS = $(shell pkg-config --libs libcap libarchive libseccomp libcrypto zlib libzstd libedit)
 LUA_LIBS = $(shell pkg-config --libs lua5.4)
 
 MODULE_SRCS := $(filter-out core/main.c,$(wildcard core/*.c))

@@ -62,6 +62,7 @@ void nsb_open_seccomp(lua_State *L);
 void nsb_open_init(lua_State *L);
 void nsb_open_cgroup(lua_State *L);
 void nsb_open_tty(lua_State *L);
+void nsb_open_layer(lua_State *L);
 void nsb_open_readline(lua_State *L);
 
 int luaopen_nsbuild_core(lua_State *L);

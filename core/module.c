@@ -20,6 +20,7 @@ luaopen_nsbuild_core (lua_State *L)
   nsb_open_init (L);
   nsb_open_cgroup (L);
   nsb_open_tty (L);
+  nsb_open_layer (L);
   nsb_open_readline (L);
   return 1;
 }

@@ -8,10 +8,12 @@ packages="
   gcc make pkg-config
   lua5.4 liblua5.4-dev lua-cjson lua-busted
   libcap-dev libarchive-dev libseccomp-dev libssl-dev libedit-dev
+  zlib1g-dev libzstd-dev
   apt util-linux iproute2 procps
   binutils xz-utils zstd bzip2 libcap2-bin attr
   debootstrap
   slirp4netns uidmap
+  umoci skopeo podman runc crun docker-registry
   qemu-system-x86 cpio
 "
 
