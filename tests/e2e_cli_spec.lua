@@ -33,7 +33,7 @@ describe("nsbuild repl", function()
 
   it("has the API loaded", function()
     local out = repl("type(from), type(deb), type(core.clone)\n")
-    assert.matches("function\tfunction\tfunction", out, 1, true)
+    assert.matches('"function"\t"function"\t"function"', out, 1, true)
   end)
 end)
 

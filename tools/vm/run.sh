@@ -70,6 +70,7 @@ timeout "${QEMU_TIMEOUT:-600}" qemu-system-x86_64 \
   -initrd "$out/initramfs.cpio.gz" \
   -append "console=ttyS0 quiet loglevel=3 panic=1 cgroup_no_v1=all nsbuild_dir=$PWD nsbuild_tests=$spec_list nsbuild_user_tests=$user_specs" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+  -virtfs local,path="$PWD",mount_tag=checkout,security_model=none,readonly=on,multidevs=remap \
   -device isa-debug-exit,iobase=0xf4,iosize=0x04
 status=$?
 set -e

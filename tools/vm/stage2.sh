@@ -27,6 +27,13 @@ mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 
+# The checkout comes as its own 9p share, because the tmpfs mounts above may
+# hide it (a clone under /tmp); writable under a tmpfs overlay like the root.
+mkdir -p /run/checkout/lower /run/checkout/upper /run/checkout/work "$nsbuild_dir"
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose checkout /run/checkout/lower ||
+  fail "mount the checkout over 9p failed"
+mount -t overlay -o lowerdir=/run/checkout/lower,upperdir=/run/checkout/upper,workdir=/run/checkout/work \
+  overlay "$nsbuild_dir" || fail "mount the checkout overlay failed"
 cd "$nsbuild_dir" || fail "cd $nsbuild_dir failed"
 # Overlayfs takes no overlayfs as upper directory: the store's work
 # directories, where containers get theirs, live on a tmpfs.
