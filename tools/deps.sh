@@ -9,7 +9,7 @@ packages="
   lua5.4 liblua5.4-dev lua-cjson lua-busted
   libcap-dev libarchive-dev libseccomp-dev libssl-dev libedit-dev
   zlib1g-dev libzstd-dev
-  apt util-linux iproute2 procps
+  apt util-linux iproute2 procps tmux
   binutils xz-utils zstd bzip2 libcap2-bin attr
   debootstrap
   slirp4netns uidmap
