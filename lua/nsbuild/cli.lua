@@ -16,6 +16,9 @@ usage:
   nsbuild rm IMAGE...                      remove tags
   nsbuild prune                            remove layers and cache entries no tag uses
   nsbuild du                               disk usage of the store
+  nsbuild export IMAGE --oci DIR|FILE.tar | --rootfs DIR | --tar FILE | --bundle DIR
+                                           write an OCI image layout, a flattened tree
+                                           or tar, or an OCI runtime bundle (docs/oci.md)
   nsbuild repl                             Lua prompt with the nsbuild API loaded
   nsbuild help | --help | --version
 
@@ -450,6 +453,8 @@ local function dispatch(args)
     return cmd_rm(args)
   elseif command == "prune" then
     return cmd_prune(args)
+  elseif command == "export" then
+    return require("nsbuild.oci").command(args, parse, open_store)
   elseif command == "du" then
     return cmd_du(args)
   elseif command == "repl" then
