@@ -9,6 +9,7 @@
      core.layer_tar(dir, out [, opts])     -> { diff_id, digest, size, entries, skipped }
      core.blob_digest(path [, copy_to])    -> { digest, size, diff_id, compression }
      core.tar_member(archive, name [, max_size]) -> the member's data
+     core.tar_hardlinks(archive)           -> { target, ... }
      core.layer_whiteouts(dir [, opts])    -> { whiteouts, opaque }
 
    A failed system call or a malformed input returns nil, message, errno. */
@@ -1223,6 +1224,76 @@ tar_member (lua_State *L)
   return ret;
 }
 
+/* Push name without leading "./" and "/" and without trailing "/". */
+static void
+push_normalised (lua_State *L, const char *name)
+{
+  size_t len;
+
+  while ((name[0] == '.' && name[1] == '/') || name[0] == '/')
+    name += name[0] == '/' ? 1 : 2;
+  len = strlen (name);
+  while (len > 0 && name[len - 1] == '/')
+    len--;
+  lua_pushlstring (L, name, len);
+}
+
+/* core.tar_hardlinks(archive) returns the list of hardlink targets of the tar that
+   no earlier entry of it names: the files a hardlink entry expects to find already
+   in place, such as a file of a lower layer.  Names are normalised (no leading
+   "./" or "/").  Returns nil, message, errno when the archive cannot be read. */
+static int
+tar_hardlinks (lua_State *L)
+{
+  const char *archive_path = luaL_checkstring (L, 1);
+  struct archive *a;
+  struct archive_entry *e;
+  int r;
+
+  lua_settop (L, 1);
+  lua_newtable (L);             /* 2: names seen so far */
+  lua_newtable (L);             /* 3: the result */
+  a = archive_read_new ();
+  if (a == NULL)
+    return luaL_error (L, "tar_hardlinks: not enough memory");
+  archive_read_support_filter_all (a);
+  archive_read_support_format_tar (a);
+  archive_read_support_format_gnutar (a);
+  r = archive_read_open_filename (a, archive_path, IO_SIZE);
+  while (r == ARCHIVE_OK && ((r = archive_read_next_header (a, &e)) == ARCHIVE_OK || r == ARCHIVE_WARN))
+    {
+      const char *link = archive_entry_hardlink (e);
+
+      r = ARCHIVE_OK;
+      if (link != NULL)
+        {
+          push_normalised (L, link);
+          if (lua_rawget (L, 2) == LUA_TNIL)
+            {
+              push_normalised (L, link);
+              lua_rawseti (L, 3, (lua_Integer) luaL_len (L, 3) + 1);
+            }
+          lua_pop (L, 1);
+        }
+      push_normalised (L, archive_entry_pathname (e));
+      lua_pushboolean (L, 1);
+      lua_rawset (L, 2);
+    }
+  if (r != ARCHIVE_EOF)
+    {
+      const char *s = archive_error_string (a);
+
+      luaL_pushfail (L);
+      lua_pushfstring (L, "tar_hardlinks '%s': %s", archive_path, s != NULL ? s : "read failed");
+      lua_pushinteger (L, archive_errno (a) > 0 ? archive_errno (a) : EINVAL);
+      archive_read_free (a);
+      return 3;
+    }
+  archive_read_free (a);
+  lua_settop (L, 3);
+  return 1;
+}
+
 /* }====================================================== */
 
 
@@ -1423,6 +1494,7 @@ static const luaL_Reg layer_functions[] = {
   { "layer_tar", layer_tar },
   { "blob_digest", blob_digest },
   { "tar_member", tar_member },
+  { "tar_hardlinks", tar_hardlinks },
   { "layer_whiteouts", layer_whiteouts },
   { NULL, NULL }
 };

@@ -140,6 +140,10 @@ end
 
 -- Materialise a source step into a new layer; return its id, or nil for an empty source.
 local function build_source(store, step, key, ctx)
+  if step.source.import then
+    -- A source that brings its own layers and config (oci) commits them itself.
+    return nil, step.source:import(store, ctx)
+  end
   if step.source.empty then
     return nil
   end
@@ -150,6 +154,20 @@ local function build_source(store, step, key, ctx)
     store:commit_layer(dir, key, { created_by = step.source:summary() })
     return key
   end)
+end
+
+-- Add the layers, history and config of an image a source imported: the
+-- start of the result, which later steps build on.
+local function add_image(store, result, image)
+  for _, id in ipairs(image.layers) do
+    if not store:has_layer(id) then
+      return false
+    end
+  end
+  for _, id in ipairs(image.layers) do result.layers[#result.layers + 1] = id end
+  for _, h in ipairs(image.history or {}) do result.history[#result.history + 1] = h end
+  for field, value in pairs(image.config or {}) do result.config[field] = value end
+  return true
 end
 
 -- Commit an upper directory as the step's layer; an empty one makes no layer.
@@ -415,22 +433,31 @@ function M.build(store, img, opts)
       key = chain_key(key, canonical_form(store, step, ctx, opts))
       view:step(position, summary)
       local record = not opts.no_cache and store:step(key)
-      local layer
+      local layer, imported
+      -- A cached import counts only while every layer it made is still stored.
+      if record and record.image and not add_image(store, result, record.image) then
+        record = nil
+      end
       if record then
         result.cached = result.cached + 1
         view:cached()
-        layer = record.layer
+        layer, imported = record.layer, record.image
       else
         local started = progress.clock()
-        layer = builders[step.kind](store, step, key, ctx)
-        store:put_step(key, { layer = layer, created_by = summary })
+        layer, imported = builders[step.kind](store, step, key, ctx)
+        store:put_step(key, { layer = layer, created_by = summary, image = imported })
+        if imported then
+          add_image(store, result, imported)
+        end
         result.ran = result.ran + 1
         view:done(progress.clock() - started)
       end
       if layer then
         result.layers[#result.layers + 1] = layer
       end
-      result.history[#result.history + 1] = { created_by = summary, empty_layer = layer == nil }
+      if not imported then
+        result.history[#result.history + 1] = { created_by = summary, empty_layer = layer == nil }
+      end
     end
     result.steps[#result.steps + 1] = key
   end

@@ -26,8 +26,9 @@ function M.scratch()
 end
 M.tarball = require("nsbuild.source.tarball").tarball
 M.debootstrap = require("nsbuild.source.debootstrap").debootstrap
+M.oci = require("nsbuild.source.oci").oci
 
 --- The names a recipe sees as globals.
-M.recipe_api = { "from", "deb", "scratch", "tarball", "debootstrap", "policy" }
+M.recipe_api = { "from", "deb", "scratch", "tarball", "debootstrap", "oci", "policy" }
 
 return M
