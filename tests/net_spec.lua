@@ -254,12 +254,17 @@ describe("network modes", function()
     local script = cli.tmpdir("nsbuild-net") .. "/serve.sh"
     local f = assert(io.open(script, "w"))
     f:write(container, " > ", script, ".log 2>&1 & nsb=$!\n", [[
+# slirp4netns accepts on the host port as soon as the forward exists, before
+# httpd listens inside: a connection may close empty, so retry until a reply.
 for i in $(seq 100); do
   if exec 3<>/dev/tcp/127.0.0.1/18080; then
     printf 'GET /index.html HTTP/1.0\r\n\r\n' >&3
-    cat <&3
+    reply=$(cat <&3)
     exec 3<&-
-    break
+    if [ -n "$reply" ]; then
+      printf '%s\n' "$reply"
+      break
+    fi
   fi 2>/dev/null
   sleep 0.1
 done
