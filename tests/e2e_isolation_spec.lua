@@ -373,6 +373,43 @@ describe("init", function()
   end)
 end)
 
+describe("namespace joins", function()
+  leaks.guard()
+
+  -- Run unshare_args with a sleep in the background, find the sleep's pid
+  -- (at most 10 s), run nsbuild with a policy joining its namespace kind,
+  -- then stop the sleep. Returns the output and nsbuild's exit code.
+  local function joined(unshare_args, kind, command)
+    local policy = write("join-" .. kind .. ".lua", string.format(
+      'return { namespaces = { %s = os.getenv("JOIN") } }\n', kind))
+    return cli.sh(table.concat({
+      "unshare " .. unshare_args .. " & helper=$!",
+      "target=",
+      -- unshare execs the sleep itself, or with --fork starts it as its child.
+      "for i in $(seq 200); do if [ \"$(cat /proc/$helper/comm)\" = sleep ]; then target=$helper; "
+        .. "else target=$(pgrep -x -P $helper sleep); fi; [ -n \"$target\" ] && break; sleep 0.05; done",
+      "JOIN=/proc/$target/ns/" .. kind .. " " .. cli.nsbuild .. " run --cache " .. cache
+        .. " --policy " .. policy .. " busybox -- " .. command .. "; code=$?",
+      -- SIGKILL: PID 1 of a pid namespace ignores SIGTERM without a handler.
+      "{ kill -KILL $target $helper; wait $helper; } 2>/dev/null",
+      "exit $code",
+    }, "\n"))
+  end
+
+  it("joins a uts namespace by path", function()
+    local out, code = joined("--uts sh -c 'hostname joined-uts; exec sleep 30'", "uts", "hostname")
+    assert.are.equal(0, code, out)
+    assert.are.equal("joined-uts\n", out)
+  end)
+
+  it("joins a pid namespace by path", function()
+    local out, code = joined("--pid --fork sleep 30", "pid", "sh -c 'cat /proc/1/comm'")
+    assert.are.equal(0, code, out)
+    -- PID 1 of the joined namespace is the sleep, not nsbuild's init.
+    assert.are.equal("sleep\n", out)
+  end)
+end)
+
 describe("hooks", function()
   leaks.guard()
 
@@ -475,6 +512,10 @@ describe("terminal", function()
       -- tmux gives the whole 100x30 window to its one pane.
       assert.matches("30 100", s, 1, true)
       assert.matches("/dev/pts/0", s, 1, true)
+      -- A resize reaches the pty through SIGWINCH.
+      tmux("resize-window -t t -x 80 -y 20")
+      tmux("send-keys -t t 'clear; stty size' Enter")
+      assert.matches("20 80", wait_for("20 80"), 1, true)
       tmux("send-keys -t t 'exit' Enter")
       -- The command line reads AFTER-$((1+1)); only the echo prints AFTER-2.
       assert.matches("AFTER-2", wait_for("AFTER-2"), 1, true)
