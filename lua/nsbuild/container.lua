@@ -361,8 +361,8 @@ local function abort(c, pid, errfd, message)
   errors.raise("%s", message)
 end
 
--- Run the parent's hook name with c and the extra arguments; return nil, or
--- the message of the error it raised, prefixed with the hook's name.
+-- Run the parent's hook name with c and the extra arguments. Returns nil
+-- when it succeeds, else its error message prefixed with the hook's name.
 local function run_parent_hook(c, name, ...)
   local hook = c.hooks[name]
   if not hook then
