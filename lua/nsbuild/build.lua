@@ -224,7 +224,7 @@ local function debug_failed_step(spec, mode, view)
                .. " in the failed step's container; leave it to end the build (nothing is committed)")
   local debug_spec = {}
   for k, v in pairs(spec) do debug_spec[k] = v end
-  debug_spec.stdout, debug_spec.stderr, debug_spec.on_started = nil, nil, nil
+  debug_spec.stdin, debug_spec.stdout, debug_spec.stderr, debug_spec.on_started = nil, nil, nil, nil
   debug_spec.argv = { "/bin/sh" }
   if mode == "repl" then
     -- Loaded here: after pivot_root the container cannot see lua/.
@@ -258,6 +258,8 @@ local function build_run(store, step, key, ctx)
     local step_policy = policy.extend(policy.build or policy.default, changes)
 
     local read_end, write_end = check(core.pipe())
+    -- A build step reads nothing from nsbuild's terminal, as `nsbuild run` without -i.
+    local null = check(core.open("/dev/null", { "rdonly" }))
     local log_path = store:path("logs", key .. ".log")
     local log_file = check(io.open(log_path, "w"))
     local spec = {
@@ -268,6 +270,7 @@ local function build_run(store, step, key, ctx)
       cwd = settings.cwd,
       hostname = "nsbuild",
       policy = step_policy,
+      stdin = null,
       stdout = write_end,
       stderr = write_end,
       on_started = function()
@@ -276,6 +279,7 @@ local function build_run(store, step, key, ctx)
       end,
     }
     local ok, code = pcall(container.run, spec)
+    null:close()
     write_end:close()
     read_end:close()
     log_file:close()

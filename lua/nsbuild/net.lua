@@ -205,7 +205,7 @@ function M.prepare(c, parent_dir)
     local text = texts[file[1]]
     if text then
       local path = n.dir .. "/" .. file[1]
-      must("write " .. path, core.write_file(path, text, 0644))
+      must("write " .. path, core.write_file(path, text, tonumber("644", 8)))
       n.files[#n.files + 1] = { source = path, target = file[2] }
     end
   end
@@ -243,7 +243,7 @@ local function create_target(c, target)
   if dir then
     dir:close()
   else
-    local made, err, errno = core.mkdirs_in_root(c.root, parent, 0755)
+    local made, err, errno = core.mkdirs_in_root(c.root, parent, tonumber("755", 8))
     if not made then
       error(creation_error(target, parent, err, errno), 0)
     end
@@ -252,7 +252,7 @@ local function create_target(c, target)
 
   -- O_EXCL does not follow a symlink: a dangling /etc/resolv.conf link fails
   -- here with EEXIST instead of creating a file wherever it points.
-  local file, err, errno = core.open_in_root(c.root, target, { "creat", "excl", "wronly" }, 0644)
+  local file, err, errno = core.open_in_root(c.root, target, { "creat", "excl", "wronly" }, tonumber("644", 8))
   if not file then
     error(creation_error(target, target, err, errno), 0)
   end
@@ -343,7 +343,7 @@ local function start_slirp(n, pid, sandbox)
   if not ready_r or not exit_r then
     return nil, "cannot create a pipe for slirp4netns: " .. tostring(ready_w or exit_w)
   end
-  local output = must("open " .. LOG_FILE, core.open(n.dir .. "/" .. LOG_FILE, { "wronly", "creat", "trunc" }, 0644))
+  local output = must("open " .. LOG_FILE, core.open(n.dir .. "/" .. LOG_FILE, { "wronly", "creat", "trunc" }, tonumber("644", 8)))
   local null = must("open /dev/null", core.open("/dev/null", { "rdonly" }))
   -- Its own session keeps a terminal's ^C away from it: nsbuild stops it
   -- through the exit pipe once the container has ended.
