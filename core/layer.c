@@ -845,6 +845,11 @@ layer_tar (lua_State *L)
   luaL_checkstring (L, 1);
   out_path = luaL_checkstring (L, 2);
   lua_settop (L, 3);
+  if (lua_isnil (L, 3))
+    {
+      lua_newtable (L);
+      lua_replace (L, 3);
+    }
   lua_newtable (L);
   t = lua_newuserdatauv (L, sizeof *t, 0);
   memset (t, 0, sizeof *t);

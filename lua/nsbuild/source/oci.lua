@@ -56,6 +56,16 @@ end
 
 -- {====================================================== reading the input
 
+-- Return path when it resolves inside dir; an input whose symlinks lead
+-- elsewhere (a blob that links to a host file) is rejected.
+local function inside(dir, path, what)
+  local root, real = core.realpath(dir), core.realpath(path)
+  if root and real and real:sub(1, #root + 1) ~= root .. "/" then
+    errors.raise("oci: %s '%s' resolves to %s, outside the image %s", what, path, real, dir)
+  end
+  return path
+end
+
 -- A reader of the input's files: a directory, or members of a tar.
 local function reader(path)
   local st, err = core.stat(path)
@@ -66,7 +76,7 @@ local function reader(path)
     return {
       dir = path,
       read = function(name)
-        return core.read_file(path .. "/" .. name)
+        return core.read_file(inside(path, path .. "/" .. name, "file"))
       end,
     }
   end
@@ -111,7 +121,7 @@ local function read_blob(input, desc, what)
   end
   if desc.size and math.tointeger(desc.size) ~= #text then
     errors.raise("oci: %s blob %s has %d bytes, but its descriptor says %s", what, digest, #text,
-                 tostring(desc.size))
+                 tostring(math.tointeger(desc.size) or desc.size))
   end
   return decode(text, what .. " " .. digest)
 end
@@ -245,7 +255,7 @@ local function layout_image(dir, manifest_desc)
   for i, desc in ipairs(manifest.layers or {}) do
     local digest = check_digest(desc.digest, "layer " .. i)
     layers[i] = { digest = digest, size = desc.size, media_type = desc.mediaType,
-                  path = dir .. "/" .. blob_name(digest) }
+                  path = inside(dir, dir .. "/" .. blob_name(digest), "layer blob") }
   end
   return layers, config
 end
@@ -254,7 +264,7 @@ end
 -- checked by their diff_ids only.
 local function docker_image(dir, entry)
   local config_digest = docker_config_digest(entry)
-  local text = core.read_file(dir .. "/" .. entry.Config)
+  local text = core.read_file(inside(dir, dir .. "/" .. entry.Config, "config"))
   if not text then
     errors.raise("oci: docker-archive config %s is missing", entry.Config)
   end
@@ -267,7 +277,7 @@ local function docker_image(dir, entry)
     if type(name) ~= "string" or name:sub(1, 1) == "/" or ("/" .. name .. "/"):find("/../", 1, true) then
       errors.raise("oci: docker-archive layer %d has an invalid path '%s'", i, tostring(name))
     end
-    layers[i] = { name = name, path = dir .. "/" .. name }
+    layers[i] = { name = name, path = inside(dir, dir .. "/" .. name, "layer") }
   end
   return layers, decode(text, "docker-archive config " .. entry.Config)
 end
@@ -345,6 +355,11 @@ local function verify_layers(layers, diff_ids, work)
     layer.copy = string.format("%s/blob-%d", work, i)
     local res, err = core.blob_digest(layer.path, layer.copy)
     if not res then
+      -- A damaged blob fails to decompress: name the digest mismatch, the cause.
+      local actual = layer.digest and core.sha256_file(layer.path)
+      if actual and "sha256:" .. actual ~= layer.digest then
+        errors.raise("oci: layer %d blob %s is corrupt: its content has the digest sha256:%s", i, name, actual)
+      end
       errors.raise("oci: layer %d blob %s cannot be read: %s", i, name, err)
     end
     if layer.digest and res.digest ~= layer.digest then
@@ -352,7 +367,7 @@ local function verify_layers(layers, diff_ids, work)
     end
     if layer.size and math.tointeger(layer.size) ~= res.size then
       errors.raise("oci: layer %d blob %s has %d bytes, but the manifest says %s", i, name, res.size,
-                   tostring(layer.size))
+                   tostring(math.tointeger(layer.size) or layer.size))
     end
     if res.diff_id ~= diff_ids[i] then
       errors.raise("oci: layer %d blob %s uncompresses to %s, but the config's diff_id is %s", i, name,
@@ -362,11 +377,12 @@ local function verify_layers(layers, diff_ids, work)
   end
 end
 
--- Return the layer of lower (top first) that provides path, following overlay
--- rules: a whiteout hides it, an opaque directory hides what lies below it.
-local function find_lower(store, lower, path)
+-- Return the directory of the layer of lower (layer directories, bottom to top)
+-- that provides path, following overlay rules: a whiteout hides it, an opaque
+-- directory hides what lies below it.
+local function find_lower(lower, path)
   for i = #lower, 1, -1 do
-    local root = store:layer_path(lower[i])
+    local root = lower[i]
     local prefix, hidden = "", false
     for part in path:gmatch("[^/]+") do
       prefix = prefix .. "/" .. part
@@ -401,7 +417,7 @@ end
 -- Copy the hardlink targets that the layer tar does not contain from the
 -- layers below into tree, parents included, as overlayfs copies a file up
 -- before linking it.
-local function copy_up_link_targets(store, lower, tar, tree, name)
+local function copy_up_link_targets(lower, tar, tree, name)
   local entries, err = core.tar_hardlinks(tar)
   if not entries then
     errors.raise("oci: layer blob %s: %s", name, err)
@@ -409,7 +425,7 @@ local function copy_up_link_targets(store, lower, tar, tree, name)
   for _, target in ipairs(entries) do
     target = normalise(target)
     if not core.lstat(tree .. "/" .. target) then
-      local root = find_lower(store, lower, target)
+      local root = find_lower(lower, target)
       if not root then
         errors.raise("oci: layer blob %s has a hardlink to '%s', which neither it nor a lower layer has",
                      name, target)
@@ -429,12 +445,11 @@ local function layer_id(parent, diff_id)
   return core.sha256("nsbuild-oci-layer\n" .. (parent or "") .. "\n" .. diff_id)
 end
 
--- Apply one verified layer blob into a new store layer.
-local function apply_layer(store, lower, layer, id, work)
-  local tree = work .. "/layer-" .. id
+-- Apply one verified layer blob into the directory tree, a new layer on lower.
+local function apply_layer(lower, layer, tree)
   local name = layer.digest or layer.name
   check(core.mkdir(tree, MODE_DIR))
-  copy_up_link_targets(store, lower, layer.copy, tree, name)
+  copy_up_link_targets(lower, layer.copy, tree, name)
   local stats, err = core.extract(layer.copy, tree)
   if not stats then
     errors.raise("oci: layer blob %s: %s", name, err)
@@ -446,10 +461,14 @@ local function apply_layer(store, lower, layer, id, work)
   if werr then
     errors.raise("oci: layer blob %s: %s", name, werr)
   end
-  local meta = { created_by = "oci layer " .. layer.verified.diff_id }
+end
+
+-- Commit an applied layer. A compressed blob is kept in the store, so that an
+-- export reuses it instead of writing a new one.
+local function commit_layer(store, layer, id)
   local res = layer.verified
+  local meta = { created_by = "oci layer " .. res.diff_id }
   if res.compression ~= "none" then
-    -- Kept so that an export reuses the blob instead of writing a new one.
     local blob = { digest = res.digest, diff_id = res.diff_id, size = res.size,
                    media_type = oci.MEDIA_LAYER[res.compression] }
     local target = oci.blob_path(store, blob.digest)
@@ -458,7 +477,29 @@ local function apply_layer(store, lower, layer, id, work)
     end
     meta.blobs = { source = blob }
   end
-  store:commit_layer(tree, id, meta)
+  store:commit_layer(layer.tree, id, meta)
+end
+
+-- Apply every layer the store lacks into the work directory, then commit them,
+-- so that a layer that fails to apply leaves the store as it was.
+local function apply_layers(store, layers, work)
+  local ids, lower = {}, {}
+  for i, layer in ipairs(layers) do
+    ids[i] = layer_id(ids[i - 1], layer.verified.diff_id)
+    if store:has_layer(ids[i]) then
+      lower[i] = store:layer_path(ids[i])
+    else
+      layer.tree = string.format("%s/layer-%d", work, i)
+      apply_layer(lower, layer, layer.tree)
+      lower[i] = layer.tree
+    end
+  end
+  for i, layer in ipairs(layers) do
+    if layer.tree then
+      commit_layer(store, layer, ids[i])
+    end
+  end
+  return ids
 end
 
 -- }======================================================
@@ -503,14 +544,7 @@ function Oci:import(store)
     if arch and arch ~= oci.architecture() then
       log.warn("oci: %s is an image for %s, this machine is %s", self.shown, arch, oci.architecture())
     end
-    local ids = {}
-    for i, layer in ipairs(layers) do
-      local id = layer_id(ids[i - 1], layer.verified.diff_id)
-      if not store:has_layer(id) then
-        apply_layer(store, ids, layer, id, work)
-      end
-      ids[i] = id
-    end
+    local ids = apply_layers(store, layers, work)
     return { layers = ids, config = M.image_config(config), history = image_history(config) }
   end)
   release(true)
