@@ -111,6 +111,22 @@ describe("busybox recipe", function()
     assert.are.equal(137, code, out)
   end)
 
+  for _, user in ipairs({ "0", "1000" }) do
+    it("ends when nsbuild is killed, user " .. user, function()
+      -- A marker argument finds the container's process from the host.
+      local marker = tostring(math.random(100000, 999999))
+      local script = table.concat({
+        cli.nsbuild .. " run --cache " .. cache .. " -u " .. user .. " busybox -- sleep 3" .. marker .. " & nsb=$!",
+        "for i in $(seq 100); do pgrep -f 'sleep 3" .. marker .. "$' >/dev/null && break; sleep 0.05; done",
+        "kill -9 $nsb; wait $nsb",
+        "for i in $(seq 40); do pgrep -f 'sleep 3" .. marker .. "$' >/dev/null || { echo gone; exit 0; }; sleep 0.05; done",
+        "echo still-running; pkill -9 -f 'sleep 3" .. marker .. "$'",
+      }, "\n")
+      local out = cli.sh(script)
+      assert.are.equal("gone\n", out)
+    end)
+  end
+
   it("leaves no work directories behind", function()
     nsbuild("run", "busybox", "--", "true")
     assert.are.same({}, cli.entries(cache_abs .. "/tmp"))

@@ -191,11 +191,18 @@ end
 --- The child's sequence, in order. Each entry is { name, function(c) }; the
 -- name prefixes any error the step raises.
 M.child_steps = {
-  -- The parent writes id maps and attaches cgroups before it lets the child go on.
+  -- The parent writes id maps and attaches cgroups before it lets the child go
+  -- on. A container outlives no nsbuild: the parent-death signal is set first,
+  -- and a release byte (not a mere end of file, which the death of nsbuild
+  -- gives too) lets the child go on.
   { "wait for the parent", function(c)
+      must("set the parent-death signal", core.set_pdeathsig("KILL"))
       c.sync_write:close()
-      c.sync_read:read(1)
+      local released = c.sync_read:read(1)
       c.sync_read:close()
+      if released ~= "1" then
+        core._exit(errors.FAILED)
+      end
     end },
   -- Before anything else, so that every later step acts inside the joined
   -- namespaces. A pid namespace is joined by the parent around the clone:
@@ -207,11 +214,6 @@ M.child_steps = {
       if c.namespaces.cgroup == true then
         must("unshare the cgroup namespace", core.unshare({ "cgroup" }))
       end
-    end },
-  -- A container outlives no nsbuild: if the parent dies, even by SIGKILL, the
-  -- kernel kills this first process and with it the whole pid namespace.
-  { "tie to the parent", function()
-      must("set the parent-death signal", core.set_pdeathsig("KILL"))
     end },
   { "redirect the standard streams", function(c)
       if c.stdin then must("redirect stdin", core.dup2(c.stdin, 0)) end
@@ -269,6 +271,13 @@ M.child_steps = {
   { "switch to the container's user", process.switch_user },
   -- After setresuid, which would otherwise clear the sets this step chooses.
   { "set capabilities", process.set_caps },
+  -- The kernel clears the parent-death signal when the effective ids change:
+  -- set it again, so that the container still ends with nsbuild.
+  { "tie to the parent again", function(c)
+      if c.user then
+        must("set the parent-death signal", core.set_pdeathsig("KILL"))
+      end
+    end },
   { "set no_new_privs", process.set_no_new_privs },
   run_hook("before_exec"),
   -- Last but exec: every step before needs syscalls the filter may block
@@ -436,6 +445,7 @@ local function start(c, list, cg)
 
   -- Signals for nsbuild go to the container from now until it is reaped.
   core.forward_signals(pid)
+  must("release the container", c.sync_write:write("1"))
   c.sync_write:close()
 
   local started, message = follow(c, pid, errfd)
