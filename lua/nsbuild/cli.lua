@@ -60,6 +60,15 @@ run options:
                      seccomp profile; also no-new-privileges=false
   --init, --no-init  run the command under the built-in init (default) or as PID 1
   --explain          print the steps the policy performs, run nothing
+
+export options:
+  --compression C    layer blobs as gzip (default), zstd or none
+  --source-date-epoch N
+                     clamp file mtimes and set created times to N seconds since
+                     1970 (default: $SOURCE_DATE_EPOCH; unset keeps the mtimes)
+  --ref NAME         org.opencontainers.image.ref.name in index.json (default: the tag)
+  --policy FILE      the policy a --bundle maps onto config.json (default: the
+                     default policy); a COMMAND after -- replaces the image's cmd
 ]=]
 
 -- Split args[first..] into options and positional arguments. spec maps option
