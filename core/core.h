@@ -53,6 +53,7 @@ void nsb_open_ns(lua_State *L);
 void nsb_open_proc(lua_State *L);
 void nsb_open_mount(lua_State *L);
 void nsb_open_fs(lua_State *L);
+void nsb_open_walk(lua_State *L);
 void nsb_open_archive(lua_State *L);
 void nsb_open_digest(lua_State *L);
 void nsb_open_net(lua_State *L);

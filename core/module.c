@@ -11,6 +11,7 @@ luaopen_nsbuild_core (lua_State *L)
   nsb_open_proc (L);
   nsb_open_mount (L);
   nsb_open_fs (L);
+  nsb_open_walk (L);
   nsb_open_archive (L);
   nsb_open_digest (L);
   nsb_open_net (L);
