@@ -116,8 +116,13 @@ end
 -- A work directory whose holder died is removed by the next open of the store.
 function Store:work_dir(purpose)
   local base = check(core.mkdtemp(self:path("tmp", purpose .. "-")))
-  local lockfd = check(core.open(base .. ".lock", { "rdwr", "creat" }, tonumber("600", 8)))
+  -- The lock is taken under a name that clean_stale_work skips, then renamed
+  -- into place: another nsbuild opening the store never finds the lock of a
+  -- live work directory free, so it never removes one.
+  local pending = base .. ".lock-new"
+  local lockfd = check(core.open(pending, { "rdwr", "creat", "excl" }, tonumber("600", 8)))
   check(core.flock(lockfd, "ex", true))
+  check(core.rename(pending, base .. ".lock"))
   self.held[base] = lockfd
   local function release(remove)
     if remove then
