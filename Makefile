@@ -67,6 +67,11 @@ test-vm: all
 	./nsbuild --cache build/test-cache -q recipes/busybox.lua
 	tools/vm/run.sh
 
+# nsbuild side by side with crun, runc, bubblewrap, buildah and bsdtar; rewrites
+# the results in docs/benchmarks.md. Installs its own extra packages; no pass/fail.
+bench: all
+	tools/bench/run.sh
+
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/lua/nsbuild/source
 	install -m 755 nsbuild $(DESTDIR)$(BINDIR)/nsbuild
