@@ -280,8 +280,8 @@ end
 
 -- {====================================================== image layouts
 
--- Copy a store blob into a layout's blobs/sha256/, verifying its digest on the way;
--- with link, hardlink it instead (for a layout that only feeds a tar).
+-- Copy a store blob into a layout's blobs/sha256/ and verify its digest on the
+-- way. With link, hardlink it instead, for a layout that only feeds a tar.
 local function place_blob(store, desc, dir, link)
   local target = dir .. "/blobs/sha256/" .. hex(desc.digest)
   local st = core.lstat(target)

@@ -297,7 +297,7 @@ local function linux(p, kept_caps)
   })
   for _, n in ipairs(ns) do
     if n.type == "user" and not n.path then
-      -- The container's root is the user running the runtime, as in nsbuild's single-id mode.
+      -- One mapped id: the container's root is the user running the runtime.
       out.uidMappings = array({ object({ containerID = 0, hostID = core.geteuid(), size = 1 }) })
       out.gidMappings = array({ object({ containerID = 0, hostID = core.getgid(), size = 1 }) })
     end

@@ -1,8 +1,8 @@
 --- Canonical JSON for OCI documents. Object keys are written in bytewise order
 -- and without whitespace, so one value always encodes to the same bytes, and so
 -- to the same digest. Lua cannot tell an empty array from an empty object, so
--- tables may be marked with M.array or M.object; an unmarked table is an array
--- when it has a [1], else an object. Decoding uses cjson. Requires cjson.
+-- tables may be marked with M.array or M.object. An unmarked table is an array
+-- when it has a [1], else an object. Decoding uses cjson.
 local cjson = require "cjson"
 
 local M = {}

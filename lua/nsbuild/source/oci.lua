@@ -31,9 +31,9 @@ local MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+j
 local MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 
 --- Create an oci source from the path of a layout directory or tar, relative to
--- the recipe's directory unless absolute. ref picks an image of the layout
--- by its org.opencontainers.image.ref.name (or a RepoTags entry of a
--- docker-archive); without it the input must hold exactly one image.
+-- the recipe's directory unless absolute. ref picks an image of the layout by
+-- its org.opencontainers.image.ref.name, or a docker-archive's image by a
+-- RepoTags entry. Without ref the input must hold exactly one image.
 function M.oci(path, ref)
   if type(path) ~= "string" or path == "" then
     error("oci: expected the path of an OCI image layout (a directory or a .tar)", 2)
@@ -522,8 +522,8 @@ end
 --- Import the image into the store, one store layer per image layer.
 -- Returns { layers = {ids, bottom to top}, config = the image config,
 -- history = the image's history entries }. Raises an error naming the blob
--- when a digest does not match or a layer cannot be applied; layers are
--- committed only once every blob is verified.
+-- when a digest does not match or a layer cannot be applied. Layers are
+-- committed only once every layer is verified and applied.
 function Oci:import(store)
   if not self.manifest and not self.docker then
     self:describe()
