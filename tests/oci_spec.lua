@@ -272,6 +272,17 @@ describe("oci export", function()
     assert.falsy(listing:find(".wh.", 1, true), listing)
   end)
 
+  it("exports an image without layers", function()
+    local dir = cli.tmpdir("nsbuild-empty")
+    local path = write(dir .. "/empty.lua", 'return scratch():cmd { "/x" }:tag "empty"')
+    nsbuild_ok({ "--cache", dir .. "/cache", "-q", path })
+    export(dir .. "/cache", "empty", "--oci", dir .. "/layout")
+    assert.are.same({}, manifest_of(dir .. "/layout").layers)
+    export(dir .. "/cache", "empty", "--rootfs", dir .. "/rootfs")
+    assert.are.same({}, cli.entries(dir .. "/rootfs"))
+    cli.sh("rm -rf " .. cli.quote(dir))
+  end)
+
   it("loads and runs in podman", function()
     if not have("podman") or not have("runc") then
       pending("podman or runc is not installed (tools/deps.sh installs them)")

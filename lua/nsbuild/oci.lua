@@ -398,6 +398,10 @@ local function in_rootfs(store, layers, fn)
     local empty, merged = work .. "/empty", work .. "/merged"
     check(core.mkdir(empty, MODE_DIR))
     check(core.mkdir(merged, MODE_DIR))
+    if #layers == 0 then
+      fn(empty)
+      return
+    end
     -- A read-only overlay needs two lower directories: the empty one is the bottom.
     local lower = { empty }
     for _, id in ipairs(layers) do lower[#lower + 1] = store:layer_path(id) end
