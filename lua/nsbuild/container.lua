@@ -288,8 +288,10 @@ M.child_steps = {
   { "exec", process.exec },
 }
 
-local function child_main(c)
-  for _, step in ipairs(M.child_steps) do
+--- Run steps (a list like M.child_steps) in order with the context c. An
+-- error is raised again as { message, code }, prefixed with the step's name.
+function M.run_steps(c, steps)
+  for _, step in ipairs(steps) do
     local ok, err = pcall(step[2], c)
     if not ok then
       if type(err) == "table" then
@@ -298,6 +300,10 @@ local function child_main(c)
       error({ message = step[1] .. ": " .. tostring(err), code = errors.FAILED }, 0)
     end
   end
+end
+
+local function child_main(c)
+  M.run_steps(c, M.child_steps)
 end
 
 local function exit_code(how, value)
@@ -384,12 +390,26 @@ local function run_parent_hook(c, name, ...)
   return string.format("hook %s: %s", name, errors.is(err) and errors.describe(err) or tostring(err))
 end
 
+-- Once the command runs and before anything that blocks (the relay), give
+-- the caller the pid and cgroup of the container, to record it under run/.
+local function record(c, pid)
+  if c.on_exec then
+    local ok, err = pcall(c.on_exec, pid, c.cgroup)
+    if not ok then
+      log.warn("cannot record the running container: %s", tostring(err))
+    end
+  end
+end
+
 -- Wait for the child's exec, then run what the caller needs while the
 -- command runs: the terminal relay, or on_started. Returns started, message.
 local function follow(c, pid, errfd)
   tty.receive(c)
   local started, message = pcall(core.await_exec, errfd)
   errfd:close()
+  if started then
+    record(c, pid)
+  end
   if started and c.tty then
     local ok, err = pcall(tty.relay, c, pid)
     if not ok then
@@ -408,7 +428,10 @@ local function follow(c, pid, errfd)
   return started, message
 end
 
-local function start(c, list, cg)
+-- The start half: clone the child, attach it, release it; return its pid
+-- and the pipe that reports its exec. With forward, signals for nsbuild go
+-- to the container until finish reaps it.
+local function launch(c, list, cg, forward)
   prepare_files(c)
   tty.prepare(c)
   c.sync_read, c.sync_write = errors.check(core.pipe())
@@ -444,22 +467,47 @@ local function start(c, list, cg)
   end
 
   -- Signals for nsbuild go to the container from now until it is reaped.
-  core.forward_signals(pid)
+  if forward then
+    core.forward_signals(pid)
+  end
   must("release the container", c.sync_write:write("1"))
   c.sync_write:close()
+  return pid, errfd
+end
 
-  local started, message = follow(c, pid, errfd)
+-- The wait half: reap the child and return its exit code; raise when it
+-- never reached exec (started false, message its error).
+local function finish(c, pid, started, message)
   local _, how, value = core.waitpid(pid)
   core.forward_signals(nil)
   local code = exit_code(how, value)
   if not started then
     errors.raise_code(code ~= 0 and code or errors.FAILED, "container: %s", tostring(message))
   end
-  hook_error = run_parent_hook(c, "exited", code)
+  local hook_error = run_parent_hook(c, "exited", code)
   if hook_error then
     errors.raise("%s (the command exited with code %d)", hook_error, code)
   end
   return code
+end
+
+local function start(c, list, cg)
+  local pid, errfd = launch(c, list, cg, true)
+  local started, message = follow(c, pid, errfd)
+  return finish(c, pid, started, message)
+end
+
+-- Start without waiting: return the pid once the command runs. Nothing is
+-- relayed and no signal forwarded, so the caller may return at once.
+local function start_detached(c, list, cg)
+  local pid, errfd = launch(c, list, cg, false)
+  local started, message = pcall(core.await_exec, errfd)
+  errfd:close()
+  if not started then
+    finish(c, pid, false, message)
+  end
+  record(c, pid)
+  return pid
 end
 
 -- When the kernel's OOM killer ended the command, say so and which limit it
@@ -503,20 +551,8 @@ function M.environment(image_env, policy_env, hostname)
   return env
 end
 
---- Run argv in a container and wait for it.
--- spec: { rootfs = { layers = {dir, ...} (bottom to top), upper, work, target }
---         or { bind = dir, target }, argv = {...}, env = {"K=V", ...},
---         policy = a policy table (default policy.default), hostname, cwd,
---         user = "uid[:gid]" or "name[:group]" (default: the policy's, else root),
---         stdin, stdout, stderr = fd handles for the command's streams (default: nsbuild's),
---         tty = { input = bool } to give the command a pty of the container's
---           devpts, relayed to nsbuild's terminal (input: relay stdin too),
---         on_started = function(pid) called once the command runs, before waitpid }.
--- Returns the exit code as a shell reports it (128+N for signal N) and
--- { stats = the cgroup's statistics (cgroup.lua Cgroup:stats), or nil when
--- it ran without a cgroup }. Raises an nsbuild error (codes 125/126/127)
--- when the container could not start.
-function M.run(spec)
+-- The context, namespace list and cgroup of a run spec.
+local function prepare(spec)
   local p = spec.policy or policy.default
   local c = M.context(spec, p)
   if #c.argv == 0 then
@@ -536,7 +572,13 @@ function M.run(spec)
   -- The cgroup exists with its limits written before the clone, so that the
   -- container's command never runs unlimited.
   local cg = M.create_cgroup(p)
-  local ok, code = pcall(start, c, list, cg)
+  c.cgroup = cg
+  return c, list, cg
+end
+
+-- Release what a container held once its child is reaped (ok, code: what
+-- start returned or raised); return code and info, or raise code's error.
+local function clean_up(c, cg, ok, code)
   -- start returns or raises only once the child is reaped: slirp4netns and the
   -- network files are no longer needed on any path.
   net.release(c)
@@ -555,6 +597,51 @@ function M.run(spec)
     error(code, 0)
   end
   return code, info
+end
+
+--- Run argv in a container and wait for it.
+-- spec: { rootfs = { layers = {dir, ...} (bottom to top), upper, work, target }
+--         or { bind = dir, target }, argv = {...}, env = {"K=V", ...},
+--         policy = a policy table (default policy.default), hostname, cwd,
+--         user = "uid[:gid]" or "name[:group]" (default: the policy's, else root),
+--         stdin, stdout, stderr = fd handles for the command's streams (default: nsbuild's),
+--         tty = { input = bool } to give the command a pty of the container's
+--           devpts, relayed to nsbuild's terminal (input: relay stdin too),
+--         on_started = function(pid) called once the command runs, before waitpid,
+--         on_exec = function(pid, cgroup) called once the command runs, before
+--           the relay: to record the container while it runs }.
+-- Returns the exit code as a shell reports it (128+N for signal N) and
+-- { stats = the cgroup's statistics (cgroup.lua Cgroup:stats), or nil when
+-- it ran without a cgroup }. Raises an nsbuild error (codes 125/126/127)
+-- when the container could not start.
+function M.run(spec)
+  local c, list, cg = prepare(spec)
+  local ok, code = pcall(start, c, list, cg)
+  return clean_up(c, cg, ok, code)
+end
+
+--- Start argv in a container and return once it runs, without waiting:
+-- { pid = the host pid of its first process, context, cgroup } for M.wait.
+-- spec is M.run's, without tty (nothing relays it) and on_started. The
+-- container ends with the process that started it (parent-death signal).
+-- Raises as M.run does when the container could not start.
+function M.start(spec)
+  if spec.tty then
+    errors.raise("start: a started container has no terminal to relay: use run for tty")
+  end
+  local c, list, cg = prepare(spec)
+  local ok, pid = pcall(start_detached, c, list, cg)
+  if not ok then
+    clean_up(c, cg, false, pid)
+  end
+  return { pid = pid, context = c, cgroup = cg }
+end
+
+--- Wait for a container that M.start returned, then clean up as M.run does.
+-- Returns M.run's code and info.
+function M.wait(running)
+  local ok, code = pcall(finish, running.context, running.pid, true)
+  return clean_up(running.context, running.cgroup, ok, code)
 end
 
 --- Return the context of a container, the table c that every step of the
@@ -593,6 +680,7 @@ function M.context(spec, p)
     stdout = spec.stdout,
     stderr = spec.stderr,
     on_started = spec.on_started,
+    on_exec = spec.on_exec,
   }
 end
 
