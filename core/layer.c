@@ -539,7 +539,7 @@ tar_symlink (struct layer_tar *t, int dirfd, const char *name, const struct stat
 }
 
 /* An overlay whiteout (a 0/0 character device) becomes an empty regular file
-   ".wh.NAME", mode 0600, as Docker and BuildKit write it. */
+   ".wh.NAME" with mode 0600. */
 static int
 tar_whiteout (struct layer_tar *t, const char *name, const struct stat *st)
 {
@@ -626,7 +626,7 @@ tar_directory (struct layer_tar *t, int parent, const char *name, const struct s
   return ret;
 }
 
-/* Write the entry name of the directory dirfd; t->path holds its full name. */
+/* Write the entry name of the directory dirfd, whose full name is in t->path. */
 static int
 tar_one (struct layer_tar *t, int dirfd, const char *name, size_t len)
 {
@@ -705,9 +705,8 @@ tar_names (struct layer_tar *t, int dirfd, char ***out)
   return (long) n;
 }
 
-/* Write every entry below the directory dirfd, whose name (length len) is in t->path:
-   depth first, names of one directory in bytewise order, as Go's filepath.Walk gives
-   them to Docker and BuildKit. */
+/* Write every entry below the directory dirfd, whose name (length len) is in t->path.
+   The order is depth first, with the names of one directory in bytewise order. */
 static int
 tar_walk (struct layer_tar *t, int dirfd, size_t len)
 {
@@ -915,7 +914,7 @@ in_gunzip (struct blob_in *b, const unsigned char *data, size_t size)
     {
       int r;
 
-      /* A blob may hold several gzip members one after the other (pigz, some tools). */
+      /* Concatenated gzip members are one valid gzip file (RFC 1952), so read them all. */
       if (b->z_ended && b->z.avail_in > 0)
         {
           inflateReset (&b->z);

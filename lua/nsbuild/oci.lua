@@ -4,8 +4,8 @@
 -- Each layer becomes a tar blob, written once by core.layer_tar and kept in the
 -- store's blobs/sha256/, its digests recorded in layers/<id>.json under
 -- `blobs`, so a second export reuses it. A layer imported from an OCI image
--- keeps the compressed blob it came in (`blobs.source`), as BuildKit keeps base
--- layers. The image config, manifest and index are canonical JSON (oci_json),
+-- keeps the compressed blob it came in (`blobs.source`), so an image imported
+-- and exported unchanged keeps its digests. The image config, manifest and index are canonical JSON (oci_json),
 -- so the same layers and config always give the same digests.
 --
 -- Requires nsbuild.core, the store, nsbuild.container (overlay options) and
