@@ -49,9 +49,9 @@ local function run_child(fn)
   return how, code, not ok and err or nil
 end
 
---- Load profile in a child, then make one syscall there through the probe.
+--- Call load in a child, then make one syscall there through the probe.
 -- Returns the syscall's result and errno.
-local function probe_under(profile, name, ...)
+local function probe_after(load, name, ...)
   local out = probe_dir .. "/result"
   os.remove(out)
   local argv = { probe, out, name, ... }
@@ -59,7 +59,7 @@ local function probe_under(profile, name, ...)
     argv[i] = tostring(argv[i])
   end
   local how, code, err = run_child(function()
-    assert(core.seccomp_load(profile))
+    load()
     core.execve(probe, argv, {})
     error("exec " .. probe .. " failed")
   end)
@@ -67,6 +67,28 @@ local function probe_under(profile, name, ...)
   assert.are.same({ "exited", 0 }, { how, code })
   local result, errno = read_file(out):match("^(%-?%d+) (%d+)")
   return tonumber(result), tonumber(errno)
+end
+
+--- Load profile in a child, then make one syscall there through the probe.
+local function probe_under(profile, name, ...)
+  return probe_after(function() assert(core.seccomp_load(profile)) end, name, ...)
+end
+
+--- Run a shell in a child after load; return its /proc/self/status lines
+-- NoNewPrivs and Seccomp.
+local function status_after(load)
+  local out = os.tmpname()
+  local how, code, err = run_child(function()
+    load()
+    core.execve("/bin/sh", { "sh", "-c", "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status > " .. out },
+                { "PATH=/bin:/usr/bin" })
+    error("exec /bin/sh failed")
+  end)
+  local text = read_file(out)
+  os.remove(out)
+  assert.is_nil(err)
+  assert.are.same({ "exited", 0 }, { how, code })
+  return text
 end
 
 local function need_probe()
@@ -448,6 +470,74 @@ describe("core.seccomp_export", function()
     -- A classic BPF instruction is 8 bytes.
     assert.is_true(size > 0)
     assert.are.equal(0, size % 8)
+  end)
+end)
+
+describe("core.seccomp_bpf", function()
+  it("returns the program seccomp_export writes", function()
+    local path = os.tmpname()
+    assert(core.seccomp_export(seccomp_profile.default(), path, "bpf"))
+    local exported = read_file(path)
+    os.remove(path)
+    local program = core.seccomp_bpf(seccomp_profile.default())
+    assert.are.equal(exported, program)
+  end)
+
+  it("returns unknown syscall names", function()
+    local program, skipped = core.seccomp_bpf({ default = "allow", rules = {
+      { action = "errno", syscalls = { "keyctl", "no_such_syscall" } },
+    } })
+    assert.are.equal(0, #program % 8)
+    assert.are.same({ "no_such_syscall" }, skipped)
+  end)
+end)
+
+describe("core.seccomp_load_bpf", function()
+  leaks.guard()
+
+  it("blocks keyctl with EPERM", function()
+    if not need_probe() then return end
+    local program = assert(core.seccomp_bpf(seccomp_profile.default()))
+    local result, errno = probe_after(function() assert(core.seccomp_load_bpf(program)) end,
+                                      "keyctl", 0)
+    assert.are.equal(-1, result)
+    assert.are.equal(EPERM, errno)
+  end)
+
+  it("answers an unknown syscall with ENOSYS", function()
+    if not need_probe() then return end
+    local program = assert(core.seccomp_bpf(seccomp_profile.default()))
+    local result, errno = probe_after(function() assert(core.seccomp_load_bpf(program)) end, 1000)
+    assert.are.equal(-1, result)
+    assert.are.equal(ENOSYS, errno)
+  end)
+
+  it("sets no_new_privs and filter mode", function()
+    local program = assert(core.seccomp_bpf({ default = "allow" }))
+    local text = status_after(function() assert(core.seccomp_load_bpf(program)) end)
+    assert.matches("NoNewPrivs:%s+1", text)
+    assert.matches("Seccomp:%s+2", text)
+  end)
+
+  it("loads without no_new_privs as root", function()
+    local program = assert(core.seccomp_bpf({ default = "allow", no_new_privs = false }))
+    local text = status_after(function()
+      assert(core.seccomp_load_bpf(program, { no_new_privs = false }))
+    end)
+    assert.matches("NoNewPrivs:%s+0", text)
+    assert.matches("Seccomp:%s+2", text)
+  end)
+
+  it("rejects a string that is no program", function()
+    local ok, err = pcall(core.seccomp_load_bpf, "abc")
+    assert.is_false(ok)
+    assert.matches("not a BPF program", err, 1, true)
+  end)
+
+  it("rejects an unknown option", function()
+    local ok, err = pcall(core.seccomp_load_bpf, string.rep("\0", 8), { nnp = true })
+    assert.is_false(ok)
+    assert.matches("nnp", err, 1, true)
   end)
 end)
 
