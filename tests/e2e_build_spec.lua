@@ -410,10 +410,18 @@ return { one = bb:run("echo 1 > /one"):tag "one", two = bb:run("echo 2 > /two"):
     assert.matches("two:latest", out, 1, true)
     local layers_before = #cli.entries(cache .. "/layers")
 
+    local _, exported = cli.run({ "export", "--cache", cache, "two", "--oci", dir .. "/layout" })
+    assert.are.equal(0, exported)
+    local blobs_before = #cli.entries(cache .. "/blobs/sha256")
+    assert.is_true(blobs_before > 0)
     out = cli.run({ "rm", "--cache", cache, "two" })
     assert.matches("removed two:latest", out, 1, true)
     out = cli.run({ "prune", "--cache", cache })
     assert.matches("removed 1 layers", out, 1, true)
+    -- The blobs of the two busybox layers "one" still uses stay; the config,
+    -- the manifest and the blob of two's own layer go.
+    assert.are.equal(2, #cli.entries(cache .. "/blobs/sha256"))
+    assert.are.equal(blobs_before - 3, #cli.entries(cache .. "/blobs/sha256"))
     assert.are.equal(layers_before - 2, #cli.entries(cache .. "/layers"))
     assert.are.equal("1\n", (run("one", "cat", "/one")))
 

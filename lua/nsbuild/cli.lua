@@ -302,8 +302,8 @@ local function cmd_prune(args)
   local opts = parse(args, 2, { ["--cache"] = true })
   local store = open_store(opts)
   local result = store:prune()
-  io.stdout:write(string.format("removed %d layers and %d step records, %.1fM freed\n",
-                                result.layers, result.steps, result.bytes / 1048576))
+  io.stdout:write(string.format("removed %d layers, %d step records and %d blobs, %.1fM freed\n",
+                                result.layers, result.steps, result.blobs, result.bytes / 1048576))
   -- The cgroups an nsbuild killed by SIGKILL left; every run removes them too.
   local stale = nsbuild.cgroup.remove_stale()
   if #stale > 0 then

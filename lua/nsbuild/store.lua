@@ -15,10 +15,15 @@
 --
 -- Every commit is write-to-tmp then rename, so a build killed at any moment
 -- leaves the store as it was. Requires nsbuild.core and cjson.
+--
+-- For a user other than root, layers hold files of its subordinate ids, which
+-- it can neither read nor remove directly: trees are measured and removed in
+-- a child mapped like a container (userns.du, userns.rmtree).
 local core = require "nsbuild.core"
 local cjson = require "cjson"
 local errors = require "nsbuild.errors"
 local log = require "nsbuild.log"
+local userns = require "nsbuild.userns"
 
 local M = {}
 
@@ -126,7 +131,7 @@ function Store:work_dir(purpose)
   self.held[base] = lockfd
   local function release(remove)
     if remove then
-      local ok, err = core.rmtree(base)
+      local ok, err = userns.rmtree(base)
       if not ok then
         log.warn("cannot remove the work directory: %s", err)
       end
@@ -146,7 +151,7 @@ function Store:clean_stale_work()
     if work then
       local fd = core.open(tmp .. "/" .. name, { "rdwr" })
       if fd and core.flock(fd, "ex", true) then
-        local ok, err = core.rmtree(tmp .. "/" .. work)
+        local ok, err = userns.rmtree(tmp .. "/" .. work)
         if ok then
           core.unlink(tmp .. "/" .. name)
           log.debug("removed stale work directory %s", work)
@@ -195,11 +200,11 @@ function Store:commit_layer(tree, id, meta)
   local ok, err = pcall(function()
     local target = self:layer_path(id)
     if core.lstat(target) then
-      check(core.rmtree(tree))
+      check(userns.rmtree(tree))
     else
       check(core.rename(tree, target))
     end
-    meta.size = meta.size or (core.du(target))
+    meta.size = meta.size or (userns.du(target))
     write_json(target .. ".json", meta)
   end)
   unlock()
@@ -312,20 +317,20 @@ function Store:cache_mount_dir(id)
 end
 
 local function remove_tree(path, what)
-  local ok, err = core.rmtree(path)
+  local ok, err = userns.rmtree(path)
   if not ok then
     log.warn("cannot remove %s: %s", what, err)
   end
   return ok
 end
 
---- Remove every layer and step record that no tag reaches, the logs of removed
--- steps and leftover work directories. Waits for running builds to finish.
--- Returns { layers = n, steps = n, bytes = freed }.
+--- Remove every layer, step record and blob that no tag reaches, the logs of
+-- removed steps and leftover work directories. Waits for running builds to
+-- finish. Returns { layers = n, steps = n, blobs = n, bytes = freed }.
 function Store:prune()
   local release = self:build_lock(true)
   local unlock = self:lock()
-  local result = { layers = 0, steps = 0, bytes = 0 }
+  local result = { layers = 0, steps = 0, blobs = 0, bytes = 0 }
   local ok, err = pcall(function()
     self:clean_stale_work()
     local live_layers, live_steps = {}, {}
@@ -338,13 +343,34 @@ function Store:prune()
       if not live_layers[id] then
         local path = self:path("layers", name)
         if name == id then
-          result.bytes = result.bytes + (core.du(path) or 0)
+          result.bytes = result.bytes + (userns.du(path) or 0)
           if remove_tree(path, "layer " .. id) then
             result.layers = result.layers + 1
           end
         else
           core.unlink(path)
         end
+      end
+    end
+    -- Layer blobs are named in the live layers' metadata. Image configs and
+    -- manifests are not kept: an export writes them again, in a few bytes.
+    -- NOTE: an export running during the prune can lose a config blob it just
+    -- wrote; it then fails and can be rerun.
+    local live_blobs = {}
+    for id in pairs(live_layers) do
+      local meta = self:layer_meta(id)
+      for _, blob in pairs(meta and meta.blobs or {}) do
+        if type(blob) == "table" and type(blob.digest) == "string" then
+          live_blobs[blob.digest:match("^sha256:(%x+)$") or ""] = true
+        end
+      end
+    end
+    for _, name in ipairs(check(core.listdir(self:path("blobs", "sha256")))) do
+      if not live_blobs[name] then
+        local path = self:path("blobs", "sha256", name)
+        result.bytes = result.bytes + (core.du(path) or 0)
+        core.unlink(path)
+        result.blobs = result.blobs + 1
       end
     end
     for _, name in ipairs(check(core.listdir(self:path("steps")))) do
@@ -368,7 +394,7 @@ end
 function Store:disk_usage()
   local usage = {}
   for _, part in ipairs({ "layers", "downloads", "cache-mounts", "logs", "blobs", "tmp" }) do
-    usage[part] = core.du(self:path(part)) or 0
+    usage[part] = userns.du(self:path(part)) or 0
   end
   return usage
 end
