@@ -11,6 +11,7 @@ local log = require "nsbuild.log"
 local policy = require "nsbuild.policy"
 local progress = require "nsbuild.progress"
 local tree = require "nsbuild.tree"
+local userns = require "nsbuild.userns"
 local util = require "nsbuild.util"
 
 local M = {}
@@ -300,14 +301,15 @@ end
 
 -- Mount an overlay of layers with a fresh upper directory in a child process
 -- with its own mount namespace, and call fn(merged) there. Mounts end with the
--- child, so nothing is left mounted whatever fn does.
+-- child, so nothing is left mounted whatever fn does. A user other than root
+-- gets a user namespace mapped as a container's, for the mount and the owners.
 local function in_overlay(store, layers, work, fn)
   local upper, ovl_work, merged = work .. "/upper", work .. "/work", work .. "/merged"
   for _, d in ipairs({ upper, ovl_work, merged }) do
     check(core.mkdir(d, tonumber("755", 8)))
   end
   local lower = layer_dirs(store, layers, work)
-  local pid, errfd = core.clone({ "mount" }, function()
+  local pid, errfd = userns.clone({ "mount" }, function()
     check(core.mount(nil, "/", nil, { "rec", "private" }))
     local data, parent = container.overlay_options(lower, upper, ovl_work)
     if parent then check(core.chdir(parent)) end

@@ -15,6 +15,7 @@ local policy = require "nsbuild.policy"
 local process = require "nsbuild.process"
 local security = require "nsbuild.security"
 local tty = require "nsbuild.tty"
+local userns = require "nsbuild.userns"
 
 local M = {}
 
@@ -70,7 +71,15 @@ function M.overlay_options(layers, upper, work)
     data = data .. ",upperdir=" .. overlay_escape(upper) .. ",workdir=" .. overlay_escape(work)
   end
   -- Layers must read the same under any later stack: no redirects, no metacopy, no index.
-  data = data .. ",redirect_dir=off,index=off,metacopy=off"
+  -- In a user namespace the trusted.overlay.* xattrs are out of reach: overlayfs
+  -- (Linux 5.11 and later) then marks opaque directories with user.overlay.*,
+  -- and rejects userxattr beside redirect_dir=off, which Linux 6.x reads as
+  -- "follow": nofollow neither creates nor follows redirects.
+  if userns.inside() then
+    data = data .. ",redirect_dir=nofollow,index=off,metacopy=off,userxattr"
+  else
+    data = data .. ",redirect_dir=off,index=off,metacopy=off"
+  end
   return data, parent
 end
 
@@ -327,8 +336,8 @@ local function clone_in_cgroup(c, list, cg)
     end
     log.debug("%s; attaching through cgroup.procs instead", errfd)
   end
-  local pid, errfd = core.clone(list, fn)
-  return pid, errfd, false
+  local pid, errfd, errno = core.clone(list, fn)
+  return pid, errfd, false, errno
 end
 
 -- Write the files the child bind-mounts, before the clone so that the
@@ -435,15 +444,23 @@ local function launch(c, list, cg, forward)
   prepare_files(c)
   tty.prepare(c)
   c.sync_read, c.sync_write = errors.check(core.pipe())
-  local pid, errfd, in_cgroup = clone_child(c, list, cg)
+  local pid, errfd, in_cgroup, errno = clone_child(c, list, cg)
   tty.close_child_end(c)
   if not pid then
     c.sync_read:close()
     c.sync_write:close()
     tty.close(c)
-    errors.raise("cannot create the container: %s", errfd)
+    errors.raise("cannot create the container: %s", userns.clone_error(list, errfd, errno))
   end
   c.sync_read:close()
+
+  -- First: every later step of the child acts as root of its user namespace.
+  if c.namespaces.user == true then
+    local mapped, err = userns.map(pid)
+    if not mapped then
+      abort(c, pid, errfd, "cannot map the container's ids: " .. err)
+    end
+  end
 
   -- The child waits on the sync pipe, so it runs nothing of the container
   -- before it is in its cgroup.
@@ -567,6 +584,12 @@ local function prepare(spec)
   -- A joined namespace is named by its path; the clone makes none for it.
   for _, join in ipairs(c.joins) do
     c.namespaces[join[1]] = join[2]
+  end
+  -- A user other than root mounts, chowns and switches ids only as root of
+  -- a user namespace of its own, whatever the policy says.
+  if userns.rootless() and c.namespaces.user == nil then
+    c.namespaces.user = true
+    list[#list + 1] = "user"
   end
 
   -- The cgroup exists with its limits written before the clone, so that the

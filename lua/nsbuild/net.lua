@@ -307,6 +307,13 @@ local function slirp_argv(pid, ready_fd, exit_fd, sandbox)
   if sandbox then
     argv[#argv + 1] = "--enable-sandbox"
   end
+  -- Only root of the user namespace that owns the container's network
+  -- namespace may create its tap device: join it when it is not nsbuild's.
+  local userns = string.format("/proc/%d/ns/user", pid)
+  local theirs, ours = core.stat(userns), core.stat("/proc/self/ns/user")
+  if theirs and ours and theirs.ino ~= ours.ino then
+    argv[#argv + 1] = "--userns-path=" .. userns
+  end
   argv[#argv + 1] = tostring(pid)
   argv[#argv + 1] = "tap0"
   return argv

@@ -6,6 +6,8 @@
 -- the network. Downloads are kept in the store's downloads/ by sha256.
 local core = require "nsbuild.core"
 local errors = require "nsbuild.errors"
+local log = require "nsbuild.log"
+local userns = require "nsbuild.userns"
 local util = require "nsbuild.util"
 local cjson = require "cjson"
 
@@ -178,13 +180,17 @@ local function fetch(store, pkg)
   return cached
 end
 
---- Extract every package, in order, into dir.
+--- Extract every package, in order, into dir, with the owners the packages
+-- give (mapped through the subordinate ids for a user other than root).
 function Deb:materialize(store, dir)
   for _, pkg in ipairs(self.resolved) do
     local path = pkg.file or fetch(store, pkg)
-    local stats, err = core.extract(path, dir)
+    local stats, err = userns.extract(path, dir)
     if not stats then
       errors.raise("deb: %s", err)
+    end
+    for _, skipped in ipairs(stats.skipped) do
+      log.info("deb: %s: %s", pkg.name or pkg.file, skipped)
     end
   end
 end

@@ -2,6 +2,8 @@
 -- extracted into one layer. Its cache key is the archive's content hash.
 local core = require "nsbuild.core"
 local errors = require "nsbuild.errors"
+local log = require "nsbuild.log"
+local userns = require "nsbuild.userns"
 
 local M = {}
 
@@ -37,10 +39,15 @@ function Tarball:summary()
   return "tarball " .. self.shown
 end
 
+--- Extract the archive into dir with its owners (mapped through the
+-- subordinate ids for a user other than root, who gets no device nodes).
 function Tarball:materialize(_, dir)
-  local stats, err = core.extract(self.path, dir)
+  local stats, err = userns.extract(self.path, dir)
   if not stats then
     errors.raise("tarball: %s", err)
+  end
+  for _, skipped in ipairs(stats.skipped) do
+    log.info("tarball %s: %s", self.shown, skipped)
   end
 end
 
