@@ -17,6 +17,7 @@
        names: as, core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile,
        nproc, rss, rtprio, rttime, sigpending, stack
      core.fchdir(fd)                -> true
+     core.setsid()                  -> the new session id: leave the terminal's session
      core.chdir(path), core.chroot(path), core.getpid(), core.getuid(), core.geteuid(),
      core.getgid(), core._exit(code) */
 #include <errno.h>
@@ -407,6 +408,17 @@ proc_chroot (lua_State *L)
 }
 
 static int
+proc_setsid (lua_State *L)
+{
+  pid_t sid = setsid ();
+
+  if (sid < 0)
+    return nsb_fail (L, errno, "setsid");
+  lua_pushinteger (L, sid);
+  return 1;
+}
+
+static int
 proc_getpid (lua_State *L)
 {
   lua_pushinteger (L, getpid ());
@@ -458,6 +470,7 @@ static const luaL_Reg proc_functions[] = {
   { "fchdir", proc_fchdir },
   { "setrlimit", proc_setrlimit },
   { "getrlimit", proc_getrlimit },
+  { "setsid", proc_setsid },
   { "getpid", proc_getpid },
   { "getuid", proc_getuid },
   { "geteuid", proc_geteuid },

@@ -400,10 +400,11 @@ local function run_parent_hook(c, name, ...)
 end
 
 -- Once the command runs and before anything that blocks (the relay), give
--- the caller the pid and cgroup of the container, to record it under run/.
+-- the caller the pid and the context (with c.cgroup), to record the
+-- container under run/.
 local function record(c, pid)
   if c.on_exec then
-    local ok, err = pcall(c.on_exec, pid, c.cgroup)
+    local ok, err = pcall(c.on_exec, pid, c)
     if not ok then
       log.warn("cannot record the running container: %s", tostring(err))
     end
@@ -631,8 +632,8 @@ end
 --         tty = { input = bool } to give the command a pty of the container's
 --           devpts, relayed to nsbuild's terminal (input: relay stdin too),
 --         on_started = function(pid) called once the command runs, before waitpid,
---         on_exec = function(pid, cgroup) called once the command runs, before
---           the relay: to record the container while it runs }.
+--         on_exec = function(pid, c) called once the command runs, before
+--           the relay, with the context (c.cgroup is the cgroup object) }.
 -- Returns the exit code as a shell reports it (128+N for signal N) and
 -- { stats = the cgroup's statistics (cgroup.lua Cgroup:stats), or nil when
 -- it ran without a cgroup }. Raises an nsbuild error (codes 125/126/127)

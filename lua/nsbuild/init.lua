@@ -14,6 +14,9 @@ M.container = require "nsbuild.container"
 M.cgroup = require "nsbuild.cgroup"
 M.store = require "nsbuild.store"
 M.build = require("nsbuild.build").build
+--- nsbuild.start(image, policy [, { argv = {...} }]): start a container and
+-- return a handle at once (c:pid, c:exec, c:stats, c:kill, c:wait, c:logs).
+M.start = require("nsbuild.live").start
 
 M.from = image.from
 M.is_image = image.is_image
