@@ -3,8 +3,14 @@
 --
 --   nsbuild recipes/debian-dev.lua
 --   nsbuild run hello
+--   nsbuild --arg base=rootfs.tar recipes/debian-dev.lua   (without root)
 
-local dev = from(debootstrap { suite = "bookworm", variant = "minbase" })
+-- debootstrap needs root. A user other than root gives a tarball of a bookworm
+-- root filesystem instead: --arg base=/path/to/rootfs.tar (made by root with
+-- nsbuild export IMAGE --tar FILE).
+local base = args.base and tarball(args.base) or debootstrap { suite = "bookworm", variant = "minbase" }
+
+local dev = from(base)
   -- apt reaches Debian's mirror through the build network (slirp4netns).
   :run("apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev",
        { env = { DEBIAN_FRONTEND = "noninteractive" } })

@@ -4,7 +4,7 @@
 #   nsbuild-test-noids  without subordinate ids (the single-id mapping)
 # The range starts after the highest range /etc/subuid and /etc/subgid already
 # list (at 100000 when they list none), so it collides with no other user's.
-# Prints nothing on success; needs root.
+# It also opens /dev/net/tun to users (below). Prints nothing on success; needs root.
 set -euo pipefail
 
 with_ids=nsbuild-test
@@ -43,4 +43,11 @@ fi
 if ! grep -q "^$with_ids:" /etc/subgid; then
   start=$(next_free /etc/subgid)
   usermod --add-subgids "$start-$((start + count - 1))" "$with_ids"
+fi
+
+# slirp4netns, the network of build steps, opens /dev/net/tun from inside the
+# container's user namespace. udev gives the node mode 0666; a machine without
+# udev may leave it 0600, which only the host's root can open.
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" = 600 ]; then
+  chmod 0666 /dev/net/tun
 fi

@@ -381,7 +381,13 @@ local function start_slirp(n, pid, sandbox)
   local reason = readable and "it exited before it was ready" or
                  string.format("not ready within %d ms", M.READY_TIMEOUT_MS)
   M.stop_slirp(n)
-  return nil, string.format("slirp4netns failed: %s: %s", reason, log_tail(n))
+  local tail = log_tail(n)
+  -- udev makes /dev/net/tun mode 0666; without it the node may stay 0600,
+  -- which only the host's root may open.
+  if tail:find("/dev/net/tun", 1, true) and tail:find("Permission denied", 1, true) then
+    tail = tail .. " (as root, run: chmod 0666 /dev/net/tun; or use network \"none\")"
+  end
+  return nil, string.format("slirp4netns failed: %s: %s", reason, tail)
 end
 
 --- Stop slirp4netns if it runs: close its exit pipe, then reap it by pid.

@@ -16,6 +16,7 @@ local container = require "nsbuild.container"
 local errors = require "nsbuild.errors"
 local json = require "nsbuild.oci_json"
 local log = require "nsbuild.log"
+local userns = require "nsbuild.userns"
 
 local M = {}
 
@@ -405,7 +406,8 @@ local function in_rootfs(store, layers, fn)
     -- A read-only overlay needs two lower directories: the empty one is the bottom.
     local lower = { empty }
     for _, id in ipairs(layers) do lower[#lower + 1] = store:layer_path(id) end
-    local pid, errfd = core.clone({ "mount" }, function()
+    -- A user other than root mounts only as root of a user namespace.
+    local pid, errfd = userns.clone({ "mount" }, function()
       check(core.mount(nil, "/", nil, { "rec", "private" }))
       local data, parent = container.overlay_options(lower)
       if parent then check(core.chdir(parent)) end

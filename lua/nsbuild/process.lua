@@ -90,7 +90,18 @@ end
 -- what the policy gives a non-root user.
 function M.switch_user(c)
   local ids = c.ids
-  must("setgroups", core.setgroups(ids.groups))
+  -- A user namespace mapped without newgidmap denies setgroups: the process
+  -- keeps the groups it has, which is right only when none is requested.
+  local setgroups = read_file("/proc/self/setgroups")
+  if setgroups and setgroups:match("^deny") then
+    if #ids.groups > 0 then
+      error(string.format("setgroups: cannot set the supplementary groups %s because this user "
+                          .. "namespace denies setgroups (the user has no range in /etc/subgid; "
+                          .. "add one with usermod --add-subgids)", table.concat(ids.groups, ",")), 0)
+    end
+  else
+    must("setgroups", core.setgroups(ids.groups))
+  end
   must("setresgid " .. ids.gid, core.setresgid(ids.gid, ids.gid, ids.gid))
   must("keep capabilities", core.set_keepcaps(true))
   must("setresuid " .. ids.uid, core.setresuid(ids.uid, ids.uid, ids.uid))

@@ -18,6 +18,8 @@ local M = {}
 
 M.SUBUID = "/etc/subuid"
 M.SUBGID = "/etc/subgid"
+-- Where the kernel's settings are read, so that a test can give its own.
+M.SYSCTL_DIR = "/proc/sys"
 
 local EPERM, EACCES, ENOENT, ENOSPC = 1, 13, 2, 28
 
@@ -194,23 +196,23 @@ function M.map(pid, plan)
   return true
 end
 
--- The first line of a readable sysctl file, as a number.
-local function sysctl(path)
-  local text = read_file(path)
+-- The value of a sysctl (a path below /proc/sys) as a number, or nil.
+local function sysctl(name)
+  local text = read_file(M.SYSCTL_DIR .. "/" .. name)
   return text and tonumber(text:match("^%s*(%-?%d+)"))
 end
 
 -- What forbids user namespaces here, with the command that allows them, or nil.
 local function blocker()
-  if sysctl("/proc/sys/kernel/unprivileged_userns_clone") == 0 then
+  if sysctl("kernel/unprivileged_userns_clone") == 0 then
     return "unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0); "
            .. "as root, run: sysctl -w kernel.unprivileged_userns_clone=1"
   end
-  if sysctl("/proc/sys/user/max_user_namespaces") == 0 then
+  if sysctl("user/max_user_namespaces") == 0 then
     return "user namespaces are disabled (user.max_user_namespaces = 0); as root, run: "
            .. "sysctl -w user.max_user_namespaces=15000"
   end
-  if sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == 1 then
+  if sysctl("kernel/apparmor_restrict_unprivileged_userns") == 1 then
     return "AppArmor restricts unprivileged user namespaces "
            .. "(kernel.apparmor_restrict_unprivileged_userns = 1); as root, run: sysctl -w "
            .. "kernel.apparmor_restrict_unprivileged_userns=0, or give nsbuild an AppArmor "
@@ -333,15 +335,25 @@ function M.call(fn, ...)
   return table.unpack(results, 1, math.tointeger(decoded.n))
 end
 
+--- Return the xattr that marks an opaque directory in this store's layers:
+-- user.overlay.opaque for a user other than root, whose overlays are mounted
+-- with userxattr, else trusted.overlay.opaque.
+function M.opaque_xattr()
+  return M.rootless() and "user.overlay.opaque" or "trusted.overlay.opaque"
+end
+
 --- Extract archive into dir as core.extract does, keeping the archive's owners:
 -- as root directly, as another user in a mapped child, where owners land on
--- the mapped ids and device nodes are skipped (a user namespace cannot create
--- them). Returns the statistics, or nil, message, errno.
+-- the mapped ids (on the user alone without subordinate ranges) and device
+-- nodes are skipped (a user namespace cannot create them). Returns the statistics, or nil, message, errno.
 function M.extract(archive, dir, opts)
   if not M.rootless() then
     return core.extract(archive, dir, opts)
   end
-  local options = { same_owner = true, skip_devices = true }
+  -- With only the user's own ids mapped, no other owner can be given: every
+  -- entry then belongs to the user, root inside.
+  local plan = M.plan()
+  local options = { same_owner = plan.uid_helper and plan.gid_helper, skip_devices = true }
   for k, v in pairs(opts or {}) do options[k] = v end
   return M.call(function()
     local stats, err, errno = core.extract(archive, dir, options)

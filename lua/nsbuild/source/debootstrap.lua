@@ -3,6 +3,7 @@
 --
 -- debootstrap runs in a private mount namespace (unshare), so the /proc and
 -- /sys it mounts in the target cannot outlive it, even when it fails.
+local core = require "nsbuild.core"
 local errors = require "nsbuild.errors"
 local util = require "nsbuild.util"
 
@@ -91,6 +92,14 @@ function Debootstrap:summary()
 end
 
 function Debootstrap:materialize(_, dir, ctx)
+  -- debootstrap creates device nodes, chroots and runs maintainer scripts as
+  -- root; a user namespace gives none of that on the host's tree.
+  if core.geteuid() ~= 0 then
+    errors.raise("debootstrap %s: the debootstrap source needs root; build this image as root, "
+                 .. "or start from a tarball of a root filesystem instead (for "
+                 .. "recipes/debian-dev.lua: --arg base=ROOTFS.tar, made by root with nsbuild "
+                 .. "export IMAGE --tar ROOTFS.tar)", self.suite)
+  end
   if os.execute("command -v debootstrap >/dev/null 2>&1") ~= true then
     errors.raise("debootstrap: the debootstrap command is not installed (apt-get install debootstrap)")
   end

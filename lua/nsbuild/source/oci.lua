@@ -18,6 +18,7 @@ local errors = require "nsbuild.errors"
 local json = require "nsbuild.oci_json"
 local log = require "nsbuild.log"
 local oci = require "nsbuild.oci"
+local userns = require "nsbuild.userns"
 
 local M = {}
 
@@ -390,8 +391,10 @@ local function find_lower(lower, path)
       if st and st.type == "char" and st.rdev_major == 0 and st.rdev_minor == 0 then
         return nil
       end
+      -- trusted.overlay.* in root's store, user.overlay.* in a user's (userxattr).
       if st and st.type == "dir" and prefix ~= "/" .. path
-         and core.getxattr(root .. prefix, "trusted.overlay.opaque", true) == "y" then
+         and (core.getxattr(root .. prefix, "trusted.overlay.opaque", true) == "y"
+              or core.getxattr(root .. prefix, "user.overlay.opaque", true) == "y") then
         hidden = true
       end
     end
@@ -450,14 +453,17 @@ local function apply_layer(lower, layer, tree)
   local name = layer.digest or layer.name
   check(core.mkdir(tree, MODE_DIR))
   copy_up_link_targets(lower, layer.copy, tree, name)
-  local stats, err = core.extract(layer.copy, tree)
+  -- A user other than root extracts in a user namespace with its subordinate
+  -- ids mapped, so that owners are kept, and marks opaque directories with the
+  -- xattr its overlays read.
+  local stats, err = userns.extract(layer.copy, tree)
   if not stats then
     errors.raise("oci: layer blob %s: %s", name, err)
   end
   for _, skipped in ipairs(stats.skipped) do
     log.warn("oci: layer blob %s: %s", name, skipped)
   end
-  local _, werr = core.layer_whiteouts(tree)
+  local _, werr = userns.call(core.layer_whiteouts, tree, { opaque_xattr = userns.opaque_xattr() })
   if werr then
     errors.raise("oci: layer blob %s: %s", name, werr)
   end
