@@ -8,6 +8,7 @@
      core.seccomp_bpf(profile)        -> program, skipped: the filter as BPF bytes
      core.seccomp_load_bpf(program [, opts]) -> true: load such a program
      core.seccomp_arch_native()       -> "x86_64", "aarch64", ...
+     core.seccomp_version()           -> libseccomp's version, "2.5.4"
    Each returns nil, message, errno when libseccomp or the kernel fails.
    skipped lists the syscall names libseccomp does not know, which the filter
    leaves out: profiles name syscalls of kernels newer than the library.
@@ -728,6 +729,17 @@ seccomp_arch_native_name (lua_State *L)
   return 1;
 }
 
+/* The version of the libseccomp this process runs, which decides the syscall
+   numbers of a generated program. */
+static int
+seccomp_library_version (lua_State *L)
+{
+  const struct scmp_version *v = seccomp_version ();
+
+  lua_pushfstring (L, "%d.%d.%d", (int) v->major, (int) v->minor, (int) v->micro);
+  return 1;
+}
+
 static const luaL_Reg seccomp_functions[] = {
   { "seccomp_load", seccomp_load_profile },
   { "seccomp_count", seccomp_count_profile },
@@ -735,6 +747,7 @@ static const luaL_Reg seccomp_functions[] = {
   { "seccomp_bpf", seccomp_bpf_profile },
   { "seccomp_load_bpf", seccomp_load_program },
   { "seccomp_arch_native", seccomp_arch_native_name },
+  { "seccomp_version", seccomp_library_version },
   { NULL, NULL }
 };
 

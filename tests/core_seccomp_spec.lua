@@ -492,6 +492,12 @@ describe("core.seccomp_bpf", function()
   end)
 end)
 
+describe("core.seccomp_version", function()
+  it("returns major.minor.micro", function()
+    assert.matches("^%d+%.%d+%.%d+$", core.seccomp_version())
+  end)
+end)
+
 describe("core.seccomp_load_bpf", function()
   leaks.guard()
 
