@@ -3,6 +3,7 @@ local core = require "nsbuild.core"
 local errors = require "nsbuild.errors"
 local log = require "nsbuild.log"
 local nsbuild = require "nsbuild"
+local live_cli = require "nsbuild.live_cli"
 local run_options = require "nsbuild.run_options"
 
 local M = {}
@@ -19,7 +20,21 @@ usage:
   nsbuild export IMAGE --oci DIR|FILE.tar | --rootfs DIR | --tar FILE | --bundle DIR
                                            write an OCI image layout, a flattened tree
                                            or tar, or an OCI runtime bundle (docs/oci.md)
+  nsbuild run -d [RUN OPTIONS] IMAGE [--] [COMMAND...]
+                                           run it detached: print its id, its output
+                                           goes to nsbuild logs ID
+  nsbuild ps                               list running containers (stale entries removed)
+  nsbuild exec [-i] [-t] [-u USER] [-w DIR] [-e K=V] ID [--] COMMAND [ARG...]
+                                           run a command in a running container: its
+                                           namespaces, cgroup and policy restrictions
+  nsbuild stop [-t SECONDS] ID...          SIGTERM, then SIGKILL after SECONDS (default 10)
+  nsbuild logs ID                          output of a container started with run -d or
+                                           nsbuild.start (a foreground run's goes to its
+                                           terminal)
   nsbuild repl                             Lua prompt with the nsbuild API loaded
+  nsbuild -e CODE [ARG...]                 run Lua code with the API loaded (arg[1]... = ARGs)
+  nsbuild script FILE.lua [ARG...]         run a Lua script with the API loaded; a plain
+                                           nsbuild FILE.lua builds it as a recipe instead
   nsbuild help | --help | --version
 
 options:
@@ -351,7 +366,8 @@ end
 local function cmd_run(args)
   local spec = { ["--cache"] = true, ["--hostname"] = true, ["-e"] = true, ["-w"] = true,
                  ["--memory"] = true, ["--pids-limit"] = true, ["--cpus"] = true,
-                 ["--stats"] = false, ["--network"] = true, ["-p"] = true }
+                 ["--stats"] = false, ["--network"] = true, ["-p"] = true,
+                 ["-d"] = false, ["--supervised"] = true }
   for k, v in pairs(run_options.SPEC) do spec[k] = v end
   local opts, rest = parse(args, 2, spec, true)
   local run_policy = run_options.run_policy(opts, {
@@ -386,6 +402,13 @@ local function cmd_run(args)
   end
 
   local id = random_id()
+  -- -d: a supervisor of its own (this command line again, with
+  -- --supervised) runs the container; this nsbuild returns once it runs.
+  local supervised = live_cli.supervised(opts)
+  if opts["-d"] and not supervised then
+    return live_cli.detach(store, args, id, opts)
+  end
+  id = supervised and supervised.id or id
   local hostname = opts["--hostname"] or id
   -- Without -i the command reads /dev/null, as in podman.
   local stdin = not opts["-i"] and errors.check(core.open("/dev/null", { "rdonly" })) or nil
@@ -410,9 +433,11 @@ local function cmd_run(args)
       user = user,
       tty = opts["-t"] and { input = opts["-i"] == true } or nil,
       stdin = stdin,
+      on_exec = live_cli.recorder(store, id, nsbuild.store.normalize_name(name), supervised),
     })
   end)
   release(true)
+  require("nsbuild.live").forget(store, id)
   if stdin then
     stdin:close()
   end
@@ -468,6 +493,10 @@ local function dispatch(args)
     return cmd_du(args)
   elseif command == "repl" then
     return cmd_repl()
+  elseif command == "ps" or command == "exec" or command == "stop" or command == "logs" then
+    return live_cli.command(args, parse, open_store)
+  elseif command == "-e" or command == "script" then
+    return require("nsbuild.script").command(args, nsbuild)
   end
   return cmd_build(args)
 end
