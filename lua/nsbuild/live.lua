@@ -103,7 +103,8 @@ end
 function M.record(store, info, pid, c)
   local state = {
     id = info.id, image = info.image, mode = info.mode, log = info.log,
-    pid = pid, start_time = start_time(pid), supervisor = core.getpid(),
+    pid = pid, start_time = start_time(pid),
+    supervisor = core.getpid(), supervisor_start_time = start_time(core.getpid()),
     created = os.time(), hostname = c.hostname, command = copy_list(c.argv),
     cgroups = copy_list(c.cgroup and c.cgroup.created),
     -- What exec applies again; the seccomp profile is the one computed for the container.
@@ -344,11 +345,10 @@ local function wait_gone(pid, timeout)
 end
 
 --- Stop the running container of state: SIGTERM, then SIGKILL when it still
--- runs after timeout seconds. Then waits (up to 10 s) for the process that
--- supervises it to remove its state, which it does once the container's
--- cgroup and root are gone. Returns "stopped" or "killed", and false when
--- the supervisor has not cleaned up yet (a container of nsbuild.start is
--- cleaned up by its c:wait()).
+-- runs after timeout seconds. Then waits (up to 10 s) for the nsbuild run
+-- that supervises it to clean up (cgroup, root, state) and end. Returns
+-- "stopped" or "killed", and false when the cleanup is not done yet: a
+-- container of nsbuild.start is cleaned up by its c:wait().
 function M.stop(store, state, timeout)
   core.kill(state.pid, "TERM")
   local how = "stopped"
@@ -358,11 +358,8 @@ function M.stop(store, state, timeout)
     wait_gone(state.pid, 10)
   end
   local path = state_path(store, state.id)
-  for _ = 1, 100 do
-    if not core.lstat(path) or state.mode == "started" then
-      break
-    end
-    wait_gone(state.supervisor, 0.1)
+  if state.mode ~= "started" and start_time(state.supervisor) == state.supervisor_start_time then
+    wait_gone(state.supervisor, 10)
   end
   return how, core.lstat(path) == nil
 end
