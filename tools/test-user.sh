@@ -1,7 +1,10 @@
 #!/bin/bash
-# Create the users the rootless specs run nsbuild as, if missing (idempotent):
+# Create the users the rootless specs run nsbuild as, if missing. Running it
+# again changes nothing.
+#
 #   nsbuild-test        with 65536 subordinate uids and gids
 #   nsbuild-test-noids  without subordinate ids (the single-id mapping)
+#
 # The range starts after the highest range /etc/subuid and /etc/subgid already
 # list (at 100000 when they list none), so it collides with no other user's.
 # It also opens /dev/net/tun to users (below). Prints nothing on success; needs root.

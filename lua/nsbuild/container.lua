@@ -587,7 +587,7 @@ local function prepare(spec)
     c.namespaces[join[1]] = join[2]
   end
   -- A user other than root mounts, chowns and switches ids only as root of
-  -- a user namespace of its own, whatever the policy says.
+  -- a user namespace of its own, whatever the policy sets.
   if userns.rootless() and c.namespaces.user == nil then
     c.namespaces.user = true
     list[#list + 1] = "user"
