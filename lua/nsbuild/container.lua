@@ -213,6 +213,13 @@ M.child_steps = {
         core._exit(errors.FAILED)
       end
     end },
+  -- A started container outlives the call that started it: in a session of
+  -- its own, the Ctrl-C typed at nsbuild's terminal does not reach it.
+  { "leave nsbuild's session", function(c)
+      if c.own_session then
+        must("setsid", core.setsid())
+      end
+    end },
   -- Before anything else, so that every later step acts inside the joined
   -- namespaces. A pid namespace is joined by the parent around the clone:
   -- setns(CLONE_NEWPID) moves only the children forked after it.
@@ -518,6 +525,7 @@ end
 -- Start without waiting: return the pid once the command runs. Nothing is
 -- relayed and no signal forwarded, so the caller may return at once.
 local function start_detached(c, list, cg)
+  c.own_session = true
   local pid, errfd = launch(c, list, cg, false)
   local started, message = pcall(core.await_exec, errfd)
   errfd:close()
