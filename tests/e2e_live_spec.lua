@@ -109,6 +109,14 @@ describe("nsbuild run -d", function()
     assert.are.equal("1000\n1000\n/bin\nhi\n", out)
   end)
 
+  it("exec -t gives the command a terminal", function()
+    -- script(1) gives nsbuild exec a terminal of its own to relay.
+    local line = cli.nsbuild .. " exec --cache " .. cache .. " -t " .. id .. " -- tty"
+    local out, code = cli.sh("script -qec " .. cli.quote(line) .. " /dev/null </dev/null")
+    assert.are.equal(0, code, out)
+    assert.matches("^/dev/pts/%d+%s*$", out)
+  end)
+
   it("exec joins the container's cgroup", function()
     local state = state_of(id)
     local out, code = nsb("exec", id, "--", "cat", "/proc/self/cgroup")

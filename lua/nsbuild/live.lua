@@ -24,9 +24,9 @@ local tty = require "nsbuild.tty"
 
 local M = {}
 
--- The namespaces exec joins besides pid, in this order: the user namespace
--- first, because it grants the capabilities that joining the others needs;
--- mnt last, because it changes the root the /proc paths are read from.
+-- The namespaces exec joins besides pid, in this order. The user namespace
+-- comes first, because it grants the capabilities that joining the others
+-- needs. mnt comes last, because it changes the root of the /proc paths.
 local JOIN_ORDER = { "user", "ipc", "uts", "net", "cgroup", "time", "mnt" }
 
 local SETNS_NAMES = { mnt = "mount" }
@@ -52,7 +52,7 @@ function M.new_id()
 end
 
 -- The start time of a process in clock ticks since boot (field 22 of
--- /proc/PID/stat), which tells a reused pid from the one recorded.
+-- /proc/PID/stat). A reused pid has another start time than the one recorded.
 local function start_time(pid)
   local stat = core.read_file("/proc/" .. pid .. "/stat")
   -- The command name may hold spaces and parentheses: skip to the last ')'.
@@ -85,8 +85,8 @@ local function read_state(path)
   return integers(state)
 end
 
---- Return true while the container of state runs: its pid exists and
--- started when the state says.
+--- Return true while the container of state runs: its pid exists, with
+-- the start time recorded.
 function M.alive(state)
   return start_time(state.pid) == state.start_time
 end
@@ -351,9 +351,9 @@ end
 -- container of nsbuild.start is cleaned up by its c:wait().
 function M.stop(store, state, timeout)
   core.kill(state.pid, "TERM")
-  local how = "stopped"
+  local ending = "stopped"
   if not wait_gone(state.pid, timeout) then
-    how = "killed"
+    ending = "killed"
     core.kill(state.pid, "KILL")
     wait_gone(state.pid, 10)
   end
@@ -361,7 +361,7 @@ function M.stop(store, state, timeout)
   if state.mode ~= "started" and start_time(state.supervisor) == state.supervisor_start_time then
     wait_gone(state.supervisor, 10)
   end
-  return how, core.lstat(path) == nil
+  return ending, core.lstat(path) == nil
 end
 
 -- }======================================================
@@ -399,8 +399,8 @@ local function image_record(store, image)
 end
 
 --- Return the rootfs spec of container.run for image record img: an
--- overlay of its layers with upper and work directories in work, which
--- must exist; an image without layers gets an empty lower directory.
+-- overlay of its layers with upper and work directories in work (an
+-- existing directory). An image without layers gets an empty lower one.
 function M.rootfs(store, img, work)
   local upper, ovl_work, merged = work .. "/upper", work .. "/work", work .. "/merged"
   local lower = {}
@@ -415,8 +415,8 @@ function M.rootfs(store, img, work)
 end
 
 --- Return the command of a container: the image's entrypoint and then argv
--- (default: the image's cmd); a policy's argv replaces the image's command
--- when argv is not given.
+-- (default: the image's cmd). When argv is not given, a policy's argv
+-- replaces the image's command.
 function M.command(config, argv, p)
   if not argv and p.argv then
     return p.argv

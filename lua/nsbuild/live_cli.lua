@@ -35,8 +35,8 @@ function M.supervised(opts)
 end
 
 --- Return the on_exec function of container.run for `nsbuild run`: it
--- records the container under run/ and, in a supervisor, tells nsbuild
--- run -d that the command runs.
+-- records the container under run/ and, in a supervisor, writes "ok" to
+-- the waiting nsbuild run -d once the command runs.
 function M.recorder(store, id, image, supervised)
   return function(pid, c)
     local info = { id = id, image = image, mode = supervised and "detached" or "foreground",
@@ -184,8 +184,8 @@ local function cmd_stop(args, parse, store_of)
   local store = store_of(opts)
   for _, id in ipairs(rest) do
     local state = live.find(store, id)
-    local how, cleaned = live.stop(store, state, timeout)
-    if how == "killed" then
+    local ending, cleaned = live.stop(store, state, timeout)
+    if ending == "killed" then
       log.warn("%s did not end within %gs of SIGTERM: killed", state.id, timeout)
     end
     if not cleaned then
