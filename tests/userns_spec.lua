@@ -187,3 +187,28 @@ describe("userns.call as root", function()
     assert.is_nil(c)
   end)
 end)
+
+describe("blocked user namespaces", function()
+  leaks.guard()
+
+  -- user.max_user_namespaces is a limit of each user namespace: set to 0 in a
+  -- namespace of the test's own, it forbids new ones there and nowhere else.
+  it("name the sysctl and its fix", function()
+    if core.geteuid() ~= 0 then
+      pending("needs root")
+      return
+    end
+    local out, code = cli.run({ "--cache", "build/test-cache", "-q", "recipes/busybox.lua" })
+    assert(code == 0, "building recipes/busybox.lua failed:\n" .. out)
+    local policy = os.tmpname()
+    write(policy, "return { namespaces = { user = true } }\n")
+    out, code = cli.sh("unshare --user --map-root-user --mount sh -c "
+                       .. cli.quote("echo 0 > /proc/sys/user/max_user_namespaces && exec "
+                                    .. "./nsbuild run --cache build/test-cache --policy "
+                                    .. policy .. " busybox -- true"))
+    os.remove(policy)
+    assert.are.equal(125, code)
+    assert.matches("user.max_user_namespaces = 0", out, 1, true)
+    assert.matches("sysctl -w user.max_user_namespaces=", out, 1, true)
+  end)
+end)
