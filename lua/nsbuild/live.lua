@@ -8,10 +8,11 @@
 --   run/<id>.log    the output of a container started with run -d or
 --                   nsbuild.start; removed with it
 --
--- exec forks a process into the container's pid namespace, joins its other
--- namespaces and its cgroup, then runs the child steps of container.lua that
--- follow pivot_root: the mount namespace already has the root, mounts and
--- masked paths. Depends on nsbuild.container, nsbuild.store and cjson.
+-- exec forks a process that joins the container's cgroup, user and pid
+-- namespaces, and from it the command's process, which joins the other
+-- namespaces and runs the child steps of container.lua that follow
+-- pivot_root: the mount namespace already has the root, mounts and masked
+-- paths. Depends on nsbuild.container, nsbuild.store and cjson.
 local cjson = require "cjson"
 local container = require "nsbuild.container"
 local core = require "nsbuild.core"
@@ -180,24 +181,52 @@ local function exec_steps()
   return steps
 end
 
--- Open the namespaces of pid that differ from nsbuild's own, as { name, fd }
--- in JOIN_ORDER, and the pid namespace apart. Opened before the fork, while
--- /proc is the host's.
-local function open_namespaces(pid)
-  local list = {}
-  local function differs(name)
-    local theirs = core.stat("/proc/" .. pid .. "/ns/" .. name)
-    local ours = core.stat("/proc/self/ns/" .. name)
-    return theirs and ours and (theirs.ino ~= ours.ino or theirs.dev ~= ours.dev)
+-- The pid whose /proc/PID/ns/* exec opens: the container's first process,
+-- or, when this user may not read those (the built-in init is not dumpable,
+-- which shuts out a user other than root), a child of it: the command.
+local function namespace_pid(pid)
+  if core.stat("/proc/" .. pid .. "/ns/mnt") then
+    return pid
   end
-  for _, name in ipairs(JOIN_ORDER) do
-    if differs(name) then
-      local fd = errors.check(core.open("/proc/" .. pid .. "/ns/" .. name, { "rdonly" }))
-      list[#list + 1] = { SETNS_NAMES[name] or name, fd }
+  for _, name in ipairs(core.listdir("/proc") or {}) do
+    local stat = name:match("^%d+$") and core.read_file("/proc/" .. name .. "/stat")
+    local ppid = stat and stat:match("^.*%)%s+%a%s+(%d+)")
+    if ppid and tonumber(ppid) == pid and core.stat("/proc/" .. name .. "/ns/mnt") then
+      return tonumber(name)
     end
   end
-  local pid_ns = differs("pid") and errors.check(core.open("/proc/" .. pid .. "/ns/pid", { "rdonly" }))
-  return list, pid_ns or nil
+  errors.raise("exec: cannot read the namespaces of container process %d (/proc/%d/ns): "
+               .. "run nsbuild exec as the user that started the container", pid, pid)
+end
+
+-- Open the namespaces of pid that differ from nsbuild's own, while /proc
+-- is the host's: { user = fd, pid = fd, rest = { { name, fd }, ... } in
+-- JOIN_ORDER }.
+local function open_namespaces(pid)
+  local ns = { rest = {} }
+  local function open_if_other(name)
+    local theirs = core.stat("/proc/" .. pid .. "/ns/" .. name)
+    local ours = core.stat("/proc/self/ns/" .. name)
+    if theirs and ours and (theirs.ino ~= ours.ino or theirs.dev ~= ours.dev) then
+      return errors.check(core.open("/proc/" .. pid .. "/ns/" .. name, { "rdonly" }))
+    end
+    return nil
+  end
+  ns.user = open_if_other("user")
+  ns.pid = open_if_other("pid")
+  for _, name in ipairs(JOIN_ORDER) do
+    local fd = name ~= "user" and open_if_other(name)
+    if fd then
+      ns.rest[#ns.rest + 1] = { SETNS_NAMES[name] or name, fd }
+    end
+  end
+  return ns
+end
+
+local function close_namespaces(ns)
+  for _, entry in ipairs(ns.rest) do entry[2]:close() end
+  if ns.user then ns.user:close() end
+  if ns.pid then ns.pid:close() end
 end
 
 local function must(what, value, message)
@@ -207,20 +236,47 @@ local function must(what, value, message)
   return value
 end
 
--- The exec child: into the cgroup while the host's cgroupfs is visible,
--- then the namespaces, then the container's own process steps.
-local function exec_child(c, state, namespaces)
+-- The command's process, forked in the container's user and pid
+-- namespaces: the other namespaces, then the container's process steps.
+local function exec_child(c, ns)
   must("set the parent-death signal", core.set_pdeathsig("KILL"))
   if c.stdin then must("redirect stdin", core.dup2(c.stdin, 0)) end
   if c.stdout then must("redirect stdout", core.dup2(c.stdout, 1)) end
-  -- "0" moves the writer itself, whatever its pid is called in a namespace.
+  for _, entry in ipairs(ns.rest) do
+    must("join the container's " .. entry[1] .. " namespace", core.setns(entry[2], entry[1]))
+  end
+  container.run_steps(c, exec_steps())
+end
+
+-- The process between nsbuild and the command. It joins the cgroup while
+-- the host's cgroupfs is visible, then the user namespace, because
+-- setns(CLONE_NEWPID) needs CAP_SYS_ADMIN in the caller's own user
+-- namespace, which a user other than root has only there. It forks the
+-- command's process into the pid namespace, waits for it and exits with
+-- its code, or raises its error.
+local function exec_intermediate(c, state, ns)
+  must("set the parent-death signal", core.set_pdeathsig("KILL"))
+  -- "0" moves the writer itself; the command's process inherits the cgroup.
   for _, dir in ipairs(state.cgroups) do
     must("join the cgroup " .. dir, core.cgroup_write(dir .. "/cgroup.procs", "0"))
   end
-  for _, ns in ipairs(namespaces) do
-    must("join the container's " .. ns[1] .. " namespace", core.setns(ns[2], ns[1]))
+  if ns.user then
+    must("join the container's user namespace", core.setns(ns.user, "user"))
   end
-  container.run_steps(c, exec_steps())
+  if ns.pid then
+    must("join the container's pid namespace", core.setns(ns.pid, "pid"))
+  end
+  local pid, errfd = core.clone({}, function() exec_child(c, ns) end)
+  must("fork the command's process", pid, errfd)
+  core.forward_signals(pid)
+  local started, message = pcall(core.await_exec, errfd)
+  errfd:close()
+  local _, how, value = core.waitpid(pid)
+  local code = how == "signaled" and 128 + value or value
+  if not started then
+    error({ message = tostring(message), code = code ~= 0 and code or errors.FAILED }, 0)
+  end
+  return code
 end
 
 -- The context of container.lua for a command exec runs in the container of
@@ -249,30 +305,13 @@ local function exec_context(state, opts)
   }
 end
 
--- Fork the exec child inside the container's pid namespace: setns(CLONE_NEWPID)
--- moves only the children forked after it, so nsbuild enters it for the
--- fork and returns at once.
-local function fork_into(pid_ns, fn)
-  if not pid_ns then
-    return core.clone({}, fn)
-  end
-  local own = errors.check(core.open("/proc/self/ns/pid", { "rdonly" }))
-  errors.check(core.setns(pid_ns, "pid"))
-  local pid, errfd = core.clone({}, fn)
-  local back, err = core.setns(own, "pid")
-  own:close()
-  if not back then
-    error("cannot return to nsbuild's own pid namespace: " .. err, 0)
-  end
-  return pid, errfd
-end
-
--- Wait for the exec child; relay its terminal or read its captured output.
+-- Relay the command's terminal or read its captured output, then wait for
+-- the intermediate process: its exit code is the command's. The relay
+-- comes first because the intermediate, which never execs, holds errfd
+-- open until the command ends.
 local function follow_exec(c, pid, errfd, capture)
   tty.receive(c)
-  local started, message = pcall(core.await_exec, errfd)
-  errfd:close()
-  if started and c.tty then
+  if c.tty then
     local ok, err = pcall(tty.relay, c, pid)
     if not ok then
       log.warn("terminal relay: %s", tostring(err))
@@ -281,6 +320,8 @@ local function follow_exec(c, pid, errfd, capture)
   tty.close(c)
   local output = capture and capture:read_all()
   if capture then capture:close() end
+  local started, message = pcall(core.await_exec, errfd)
+  errfd:close()
   local _, how, value = core.waitpid(pid)
   local code = how == "signaled" and 128 + value or value
   if not started then
@@ -308,11 +349,10 @@ function M.exec(state, opts)
     read_end, opts.stdout = errors.check(core.pipe())
   end
   local c = exec_context(state, opts)
-  local namespaces, pid_ns = open_namespaces(state.pid)
+  local ns = open_namespaces(namespace_pid(state.pid))
   tty.prepare(c)
-  local pid, errfd = fork_into(pid_ns, function() exec_child(c, state, namespaces) end)
-  for _, ns in ipairs(namespaces) do ns[2]:close() end
-  if pid_ns then pid_ns:close() end
+  local pid, errfd = core.clone({}, function() return exec_intermediate(c, state, ns) end)
+  close_namespaces(ns)
   if opts.stdout and opts.capture then opts.stdout:close() end
   tty.close_child_end(c)
   if not pid then
