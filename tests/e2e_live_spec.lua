@@ -332,3 +332,51 @@ describe("nsbuild -e and script", function()
     assert.is_nil(out:find("cli.lua", 1, true))
   end)
 end)
+
+describe("exec by a user other than root", function()
+  leaks.guard()
+  local user = "nsbuild-test"
+  local dir
+
+  -- The user's own copy of nsbuild, lua/ and recipes/, with a store in it:
+  -- the checkout may not be readable by other users.
+  local function as_user(line)
+    return cli.sh(string.format("cd %s && runuser -u %s -- %s", cli.quote(dir), user, line))
+  end
+
+  local function missing()
+    if not cli.sh("command -v runuser"):match("runuser") then
+      return "needs runuser (util-linux)"
+    end
+    local out, code = cli.sh("tools/test-user.sh")
+    if code ~= 0 then
+      return "tools/test-user.sh failed: " .. out
+    end
+    return nil
+  end
+
+  it("joins a rootless container", function()
+    local reason = missing()
+    if reason then
+      pending(reason)
+      return
+    end
+    dir = cli.tmpdir("nsbuild-live-rootless")
+    local out, code = cli.sh(string.format("cp -a nsbuild lua recipes %s && chown -R %s: %s",
+                                           cli.quote(dir), user, cli.quote(dir)))
+    assert.are.equal(0, code, out)
+    out, code = as_user("./nsbuild --cache cache -q recipes/busybox.lua")
+    assert.are.equal(0, code, out)
+    out, code = as_user("./nsbuild run --cache cache -d --hostname rl busybox -- "
+                        .. "sh -c 'echo mine > /m; exec sleep 120'")
+    assert.are.equal(0, code, out)
+    local id = out:match("^(%x+)\n$")
+    assert.is_truthy(id, out)
+    out, code = as_user("./nsbuild exec --cache cache " .. id .. " -- sh -c 'cat /m; hostname; id -u'")
+    local stopped, scode = as_user("./nsbuild stop --cache cache -t 1 " .. id)
+    assert.are.equal(0, code, out)
+    assert.are.equal("mine\nrl\n0\n", out)
+    assert.are.equal(0, scode, stopped)
+    cli.sh("rm -rf " .. cli.quote(dir))
+  end)
+end)
