@@ -249,11 +249,11 @@ local function exec_child(c, ns)
 end
 
 -- The process between nsbuild and the command. It joins the cgroup while
--- the host's cgroupfs is visible, then the user namespace, because
+-- the host's cgroupfs is visible. Then it joins the user namespace:
 -- setns(CLONE_NEWPID) needs CAP_SYS_ADMIN in the caller's own user
--- namespace, which a user other than root has only there. It forks the
--- command's process into the pid namespace, waits for it and exits with
--- its code, or raises its error.
+-- namespace, and a user other than root has it only there. It forks the
+-- command's process into the pid namespace and waits for it. It exits with
+-- the command's code, or raises its error.
 local function exec_intermediate(c, state, ns)
   must("set the parent-death signal", core.set_pdeathsig("KILL"))
   -- "0" moves the writer itself; the command's process inherits the cgroup.
@@ -307,8 +307,8 @@ end
 
 -- Relay the command's terminal or read its captured output, then wait for
 -- the intermediate process: its exit code is the command's. The relay
--- comes first because the intermediate, which never execs, holds errfd
--- open until the command ends.
+-- comes first, because the intermediate never execs: its copy of errfd
+-- stays open until the command ends.
 local function follow_exec(c, pid, errfd, capture)
   tty.receive(c)
   if c.tty then
@@ -473,6 +473,9 @@ end
 -- changes to policy.default; opts: { argv = the command (default the
 -- image's), store = a store (default the default store), hostname }. The
 -- container ends with the process that started it; c:wait() cleans up.
+-- The handle c: c:pid(), c:exec{ "cmd", "arg", user =, cwd =, env =,
+-- capture = true }, c:stats(), c:kill(sig), c:wait() -> code, { stats },
+-- c:logs(); tostring(c) is a one-line summary.
 function M.start(image, p, opts)
   opts = opts or {}
   local store = opts.store or store_module.open(store_module.default_dir())
