@@ -114,13 +114,16 @@ function M.plan()
   local gids = M.ranges(M.SUBGID, name, uid)
   cached_plan = { uid = kind_map(uid, uids), gid = kind_map(gid, gids),
                   uid_helper = uid ~= 0 and #uids > 0, gid_helper = uid ~= 0 and #gids > 0 }
-  if #uids == 0 or #gids == 0 then
+  local missing = {}
+  if #uids == 0 then missing[#missing + 1] = "uids in " .. M.SUBUID end
+  if #gids == 0 then missing[#missing + 1] = "gids in " .. M.SUBGID end
+  if #missing > 0 then
     local who = name or tostring(uid)
-    log.warn_once("subordinate ids", "%s has no subordinate %s in %s: the container maps only "
-                  .. "uid %d and gid %d (root inside), so files of other users (such as apt's "
-                  .. "_apt) cannot be created; as root, run: usermod --add-subuids 100000-165535 "
-                  .. "--add-subgids 100000-165535 %s (choose ranges no other user has)", who,
-                  #uids == 0 and "uids" or "gids", #uids == 0 and M.SUBUID or M.SUBGID, uid, gid, who)
+    log.warn_once("subordinate ids", "%s has no subordinate %s: only its own ids are mapped "
+                  .. "there (to root inside), so files of the image's other users (such as "
+                  .. "apt's _apt) cannot be created; as root, run: usermod --add-subuids "
+                  .. "100000-165535 --add-subgids 100000-165535 %s (choose ranges no other user "
+                  .. "has)", who, table.concat(missing, " or "), who)
   end
   return cached_plan
 end
