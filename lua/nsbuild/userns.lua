@@ -18,7 +18,7 @@ local M = {}
 
 M.SUBUID = "/etc/subuid"
 M.SUBGID = "/etc/subgid"
--- Where the kernel's settings are read, so that a test can give its own.
+-- The directory of the kernel's settings, replaceable so that a test can give its own.
 M.SYSCTL_DIR = "/proc/sys"
 
 local EPERM, EACCES, ENOENT, ENOSPC = 1, 13, 2, 28
@@ -345,10 +345,11 @@ function M.opaque_xattr()
   return M.rootless() and "user.overlay.opaque" or "trusted.overlay.opaque"
 end
 
---- Extract archive into dir as core.extract does, keeping the archive's owners:
--- as root directly, as another user in a mapped child, where owners land on
--- the mapped ids (on the user alone without subordinate ranges) and device
--- nodes are skipped (a user namespace cannot create them). Returns the statistics, or nil, message, errno.
+--- Extract archive into dir as core.extract does, keeping the archive's owners.
+-- Root extracts directly. Another user extracts in a mapped child, where the
+-- owners land on the mapped ids, or on the user alone without subordinate
+-- ranges. Device nodes are skipped there, because a user namespace cannot
+-- create them. Returns the statistics, or nil, message, errno.
 function M.extract(archive, dir, opts)
   if not M.rootless() then
     return core.extract(archive, dir, opts)
@@ -367,8 +368,8 @@ function M.extract(archive, dir, opts)
   end)
 end
 
---- Remove the tree at path as core.rmtree does; as a user other than root, in
--- a mapped child, so that files owned by its subordinate ids go too. Returns
+--- Remove the tree at path as core.rmtree does. A user other than root removes
+-- it in a mapped child, so that files owned by its subordinate ids go too. Returns
 -- true, or nil, message, errno.
 function M.rmtree(path)
   if not M.rootless() then
