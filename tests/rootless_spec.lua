@@ -181,6 +181,27 @@ return from(deb "busybox-static")
     assert.is_nil(("\n" .. listing):find("\nx\n", 1, true))
   end)
 
+  it("imports its own OCI export", function()
+    if reason then pending(reason) return end
+    local out, code = nsbuild_as(WITH_IDS, dir, "export", "wh", "--oci", dir .. "/wh-oci")
+    assert.are.equal(0, code, out)
+    local recipe = dir .. "/import.lua"
+    local f = assert(io.open(recipe, "w"))
+    f:write('return from(oci "wh-oci"):tag "wh-imported"\n')
+    f:close()
+    cli.sh(string.format("chown %s: %s", WITH_IDS, quote(recipe)))
+    out, code = nsbuild_as(WITH_IDS, dir, "import.lua")
+    assert.are.equal(0, code, out)
+
+    local layers = layers_of(dir, "wh-imported")
+    local top = layer_path(dir, layers[#layers])
+    assert.are.equal("y", core.getxattr(top .. "/d", "user.overlay.opaque", true))
+    out, code = nsbuild_as(WITH_IDS, dir, "run", "wh-imported", "--", "sh", "-c",
+                           "ls -A /d; test -e /x || echo no-x")
+    assert.are.equal(0, code)
+    assert.are.equal("b\nno-x\n", out)
+  end)
+
   describe("debian-dev on a base from root", function()
     local built
 
