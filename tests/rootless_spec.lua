@@ -107,6 +107,19 @@ describe("rootless with subordinate ids", function()
     assert.matches("\n%s*1%s+" .. uid_start .. "%s+65536\n", out)
   end)
 
+  it("runs with limits it cannot apply", function()
+    if reason then pending(reason) return end
+    local out, code = nsbuild_as(WITH_IDS, dir, "run", "--memory", "64M", "busybox", "--",
+                                 "echo", "ran")
+    assert.are.equal(0, code, out)
+    assert.matches("ran\n", out, 1, true)
+    -- A user with a delegated cgroup v2 subtree gets the limit instead.
+    if out:find("limits not applied", 1, true) then
+      assert.matches("limits not applied (memory)", out, 1, true)
+      assert.matches("delegated cgroup v2 subtree", out, 1, true)
+    end
+  end)
+
   it("rejects debootstrap without root", function()
     if reason then pending(reason) return end
     local out, code = nsbuild_as(WITH_IDS, dir, "recipes/debian-dev.lua", "debian-dev")
