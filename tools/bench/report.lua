@@ -33,12 +33,13 @@ local figures = {
   { id = "import", title = "Import of the Debian minbase tar.gz", unit = "ms", reference = "bsdtar",
     about = "nsbuild: a `from(tarball ...)` recipe built into an empty store (hash, extract, "
       .. "commit); nsbuild-core: `core.sha256_file` checked, then `core.extract` "
-      .. "(tools/bench/import.lua); `bsdtar -xpf`; `tar -xzf`." },
+      .. "(tools/bench/import.lua); `bsdtar -xpf`; `tar -xzf`. Every tree is written to a tmpfs, "
+      .. "so that the writeback of the shared disk does not decide the figure." },
   { id = "export", title = "Export of the same tree as a gzip layer", unit = "ms", reference = "tar",
     about = "nsbuild: `nsbuild export IMAGE --oci DIR` of the image the import built, from a "
       .. "store without its blob (layer tar, config, manifest, the blob copied into the layout "
       .. "and verified); nsbuild-core: `core.layer_tar` alone, both digests computed while "
-      .. "writing (tools/bench/export.lua); `tar -czf` of the same tree." },
+      .. "writing (tools/bench/export.lua); `tar -czf` of the same tree. Outputs go to a tmpfs." },
 }
 
 -- Targets: subject's median at most factor times the reference's, or at most limit.
