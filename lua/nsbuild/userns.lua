@@ -368,24 +368,29 @@ function M.extract(archive, dir, opts)
   end)
 end
 
---- Remove the tree at path as core.rmtree does. A user other than root removes
--- it in a mapped child, so that files owned by its subordinate ids go too. Returns
--- true, or nil, message, errno.
-function M.rmtree(path)
-  if not M.rootless() then
-    return core.rmtree(path)
+-- Call fn(path) here, and again in a mapped child when the user lacks the
+-- permission: most trees a user's build leaves contain only its own files,
+-- and the child costs a clone and two helper processes.
+local function with_fallback(fn, path)
+  local result, err, errno = fn(path)
+  if result or not M.rootless() or (errno ~= EACCES and errno ~= EPERM) then
+    return result, err, errno
   end
-  return M.call(core.rmtree, path)
+  return M.call(fn, path)
 end
 
---- Return the bytes allocated below path as core.du does, read in a mapped
--- child as a user other than root (directories of subordinate ids may be
--- closed to the user). Returns bytes and entries, or nil, message, errno.
+--- Remove the tree at path as core.rmtree does. A user other than root removes
+-- what it may not remove itself in a mapped child, so that files owned by its
+-- subordinate ids go too. Returns true, or nil, message, errno.
+function M.rmtree(path)
+  return with_fallback(core.rmtree, path)
+end
+
+--- Return the bytes allocated below path as core.du does. A user other than
+-- root reads directories of its subordinate ids, which may be closed to it, in
+-- a mapped child. Returns bytes and entries, or nil, message, errno.
 function M.du(path)
-  if not M.rootless() then
-    return core.du(path)
-  end
-  return M.call(core.du, path)
+  return with_fallback(core.du, path)
 end
 
 return M
