@@ -19,16 +19,16 @@ local core = require "nsbuild.core"
 local errors = require "nsbuild.errors"
 local log = require "nsbuild.log"
 local policy = require "nsbuild.policy"
-local security = require "nsbuild.security"
 local store_module = require "nsbuild.store"
 local tty = require "nsbuild.tty"
 
 local M = {}
 
--- The namespaces exec joins besides pid, in this order. The user namespace
--- comes first, because it grants the capabilities that joining the others
--- needs. mnt comes last, because it changes the root of the /proc paths.
-local JOIN_ORDER = { "user", "ipc", "uts", "net", "cgroup", "time", "mnt" }
+-- The namespaces exec's command process joins, in this order, once the
+-- process before it has joined the user namespace (which grants the
+-- capabilities that joining these needs) and the pid namespace. mnt comes
+-- last, because it changes the root that later paths resolve in.
+local JOIN_ORDER = { "ipc", "uts", "net", "cgroup", "time", "mnt" }
 
 local SETNS_NAMES = { mnt = "mount" }
 
@@ -215,7 +215,7 @@ local function open_namespaces(pid)
   ns.user = open_if_other("user")
   ns.pid = open_if_other("pid")
   for _, name in ipairs(JOIN_ORDER) do
-    local fd = name ~= "user" and open_if_other(name)
+    local fd = open_if_other(name)
     if fd then
       ns.rest[#ns.rest + 1] = { SETNS_NAMES[name] or name, fd }
     end
@@ -335,7 +335,8 @@ end
 -- no_new_privs, seccomp filter, working directory (or opts.cwd) and
 -- environment (plus opts.env). opts: { argv = {...}, user, cwd, env,
 -- tty = { input = bool }, stdin = fd (default nsbuild's), capture = true to
--- return the standard output }. Returns the command's exit code (128+N for
+-- return the standard output, forward_signals = true to relay nsbuild's
+-- HUP, INT, QUIT, TERM, USR1, USR2 and WINCH to it }. Returns the command's exit code (128+N for
 -- signal N) and the output when captured. Raises 125, 126 or 127 as run does.
 function M.exec(state, opts)
   if #(opts.argv or {}) == 0 then
@@ -359,10 +360,15 @@ function M.exec(state, opts)
     tty.close(c)
     errors.raise("exec: cannot create the process: %s", errfd)
   end
-  -- Signals for nsbuild go to the command until it is reaped.
-  core.forward_signals(pid)
+  -- Signals for nsbuild go to the command until it is reaped. Not from
+  -- the REPL: forward_signals(nil) would leave its Ctrl-C handler reset.
+  if opts.forward_signals then
+    core.forward_signals(pid)
+  end
   local ok, code, output = pcall(follow_exec, c, pid, errfd, read_end)
-  core.forward_signals(nil)
+  if opts.forward_signals then
+    core.forward_signals(nil)
+  end
   if not ok then
     error(code, 0)
   end

@@ -161,6 +161,7 @@ local function cmd_exec(args, parse, store_of)
   local ok, code = pcall(live.exec, state, {
     argv = rest, user = opts["-u"] or opts["--user"], cwd = opts["-w"], env = opts.env,
     tty = opts["-t"] and { input = opts["-i"] == true } or nil, stdin = stdin,
+    forward_signals = true,
   })
   if stdin then
     stdin:close()
