@@ -132,6 +132,8 @@ describe("rootless with subordinate ids", function()
     if reason then pending(reason) return end
     local archive = dir .. "/modes.tar"
     tar.write(archive, {
+      -- Another user's top directory: committing it needs the mapped child.
+      { name = "./", type = "dir", uid = 1000, gid = 1000 },
       { name = "locked", data = "secret\n", mode = 0 },
       { name = "ro/", type = "dir", mode = tonumber("500", 8) },
       { name = "ro/inside", data = "x\n", mode = tonumber("400", 8) },
@@ -148,9 +150,11 @@ describe("rootless with subordinate ids", function()
     assert.matches("null: device node skipped", out, 1, true)
 
     local layer = layer_path(dir, layers_of(dir, "modes")[1])
+    local top = core.lstat(layer)
     local locked = core.lstat(layer .. "/locked")
     local ro = core.lstat(layer .. "/ro")
     local owned = core.lstat(layer .. "/apt-owned")
+    assert.are.equal(uid_start + 999, top.uid)
     assert.are.equal(0, locked.mode)
     assert.are.equal(tonumber("500", 8), ro.mode)
     assert.is_not_nil(core.lstat(layer .. "/ro/inside"))

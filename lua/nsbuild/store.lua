@@ -202,7 +202,7 @@ function Store:commit_layer(tree, id, meta)
     if core.lstat(target) then
       check(userns.rmtree(tree))
     else
-      check(core.rename(tree, target))
+      check(userns.rename(tree, target))
     end
     meta.size = meta.size or (userns.du(target))
     write_json(target .. ".json", meta)

@@ -368,15 +368,15 @@ function M.extract(archive, dir, opts)
   end)
 end
 
--- Call fn(path) here, and again in a mapped child when the user lacks the
+-- Call fn(...) here, and again in a mapped child when the user lacks the
 -- permission: most trees a user's build leaves contain only its own files,
 -- and the child costs a clone and two helper processes.
-local function with_fallback(fn, path)
-  local result, err, errno = fn(path)
+local function with_fallback(fn, ...)
+  local result, err, errno = fn(...)
   if result or not M.rootless() or (errno ~= EACCES and errno ~= EPERM) then
     return result, err, errno
   end
-  return M.call(fn, path)
+  return M.call(fn, ...)
 end
 
 --- Remove the tree at path as core.rmtree does. A user other than root removes
@@ -384,6 +384,14 @@ end
 -- subordinate ids go too. Returns true, or nil, message, errno.
 function M.rmtree(path)
   return with_fallback(core.rmtree, path)
+end
+
+--- Rename from to to as core.rename does. A directory whose owner is a
+-- subordinate id (an archive's "./" entry of another user) is renamed in a
+-- mapped child, because moving a directory needs write permission on it.
+-- Returns true, or nil, message, errno.
+function M.rename(from, to)
+  return with_fallback(core.rename, from, to)
 end
 
 --- Return the bytes allocated below path as core.du does. A user other than
