@@ -68,6 +68,8 @@ run options:
   -u USER            user as uid[:gid] or name[:group] of the image's /etc/passwd
   -i                 keep stdin attached (default: /dev/null)
   -t                 give the command a terminal (a pty of the container's devpts)
+  -d                 detached: print the container's id and return while it runs;
+                     its output goes to nsbuild logs ID, nsbuild stop ID ends it
   --read-only        mount the root file system read-only
   --cap-add CAP, --cap-drop CAP
                      add or drop a capability, e.g. net_admin or ALL (repeatable)
