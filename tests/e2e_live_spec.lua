@@ -184,6 +184,13 @@ describe("live container errors", function()
     end
   end)
 
+  it("logs -f follows until the container ends", function()
+    local id = detach("busybox", "--", "sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.2; done")
+    local out, code = nsb("logs", "-f", id)
+    assert.are.equal(0, code, out)
+    assert.are.equal("line 1\nline 2\nline 3\n", out)
+  end)
+
   it("run -d refuses -t", function()
     local out, code = nsb("run", "-d", "-t", "busybox", "--", "sh")
     assert.are.equal(125, code)

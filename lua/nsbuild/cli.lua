@@ -28,9 +28,9 @@ usage:
                                            run a command in a running container: its
                                            namespaces, cgroup and policy restrictions
   nsbuild stop [-t SECONDS] ID...          SIGTERM, then SIGKILL after SECONDS (default 10)
-  nsbuild logs ID                          output of a container started with run -d or
+  nsbuild logs [-f] ID                     output of a container started with run -d or
                                            nsbuild.start (a foreground run's goes to its
-                                           terminal)
+                                           terminal); -f follows it until the container ends
   nsbuild repl                             Lua prompt with the nsbuild API loaded
   nsbuild -e CODE [ARG...]                 run Lua code with the API loaded (arg[1]... = ARGs)
   nsbuild script FILE.lua [ARG...]         run a Lua script with the API loaded; a plain

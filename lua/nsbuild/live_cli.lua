@@ -198,10 +198,25 @@ local function cmd_stop(args, parse, store_of)
   return 0
 end
 
+-- Print the log as it grows until the container's first process ends. The
+-- pidfd's poll is both the pause between two reads and the end: the log
+-- file goes with the container, but the open descriptor still reads it.
+local function follow_log(state)
+  local fd = errors.check(core.open(state.log, { "rdonly" }))
+  local pidfd = core.pidfd_open(state.pid)
+  repeat
+    local ended = not pidfd or core.poll_read(pidfd, 200)
+    io.stdout:write(fd:read_all() or "")
+    io.stdout:flush()
+  until ended
+  if pidfd then pidfd:close() end
+  fd:close()
+end
+
 local function cmd_logs(args, parse, store_of)
-  local opts, rest = parse(args, 2, { ["--cache"] = true })
+  local opts, rest = parse(args, 2, { ["--cache"] = true, ["-f"] = false, ["--follow"] = false })
   if #rest ~= 1 then
-    errors.raise("logs: give one ID (usage: nsbuild logs ID)")
+    errors.raise("logs: give one ID (usage: nsbuild logs [-f] ID)")
   end
   local state = live.find(store_of(opts), rest[1])
   if not state.log then
@@ -209,7 +224,11 @@ local function cmd_logs(args, parse, store_of)
                  .. "output goes to that terminal; nsbuild logs shows containers started with "
                  .. "nsbuild run -d or nsbuild.start", state.id, state.supervisor)
   end
-  io.stdout:write(core.read_file(state.log) or "")
+  if opts["-f"] or opts["--follow"] then
+    follow_log(state)
+  else
+    io.stdout:write(core.read_file(state.log) or "")
+  end
   return 0
 end
 
