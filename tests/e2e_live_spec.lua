@@ -185,7 +185,7 @@ describe("live container errors", function()
   end)
 
   it("logs -f follows until the container ends", function()
-    local id = detach("busybox", "--", "sh", "-c", "for i in 1 2 3; do echo line $i; sleep 0.2; done")
+    local id = detach("busybox", "--", "sh", "-c", "sleep 0.5; for i in 1 2 3; do echo line $i; sleep 0.2; done")
     local out, code = nsb("logs", "-f", id)
     assert.are.equal(0, code, out)
     assert.are.equal("line 1\nline 2\nline 3\n", out)
