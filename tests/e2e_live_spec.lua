@@ -310,6 +310,28 @@ end
     assert.matches("Seccomp\t2\n", out, 1, true)
   end)
 
+  it("keeps a 64-bit seccomp value for exec", function()
+    local out, code = script(string.format([[
+local live = require "nsbuild.live"
+local store = nsbuild.store.open(%q)
+local big = 0x7FFFFFFF00000001
+local c = nsbuild.start("busybox", { seccomp = { base = "default", rules = {
+  { action = "errno", errno = "EPERM", syscalls = { "personality" },
+    args = { { index = 0, op = "eq", value = big } } } } } },
+  { store = store, argv = { "sleep", "120" } })
+local state = live.find(store, c.id)
+for _, rule in ipairs(state.exec.seccomp.rules) do
+  if rule.syscalls[1] == "personality" then print("value", rule.args[1].value == big) end
+end
+print("exec", (c:exec { "true" }))
+c:kill("KILL")
+c:wait()
+]], cache))
+    assert.are.equal(0, code, out)
+    assert.matches("value\ttrue\n", out, 1, true)
+    assert.matches("exec\t0\n", out, 1, true)
+  end)
+
   it("names an image that is not built", function()
     local out, code = cli.run({ "-e", string.format(
       "nsbuild.start('no-such-image', nil, { store = nsbuild.store.open(%q) })", cache) })

@@ -67,10 +67,25 @@ local function start_time(pid)
   return fields[20]
 end
 
+-- cjson writes numbers with 14 significant digits, which rounds a 64-bit
+-- seccomp argument: an integer beyond 2^53 is written as { ["$int"] = "N" }.
+local function exact(value)
+  if math.type(value) == "integer" and (value > 2^53 or value < -2^53) then
+    return { ["$int"] = string.format("%d", value) }
+  elseif type(value) == "table" then
+    local out = {}
+    for k, v in pairs(value) do out[k] = exact(v) end
+    return out
+  end
+  return value
+end
+
 -- JSON numbers come back as floats; ids, counts and seccomp values are integers.
 local function integers(value)
   if type(value) == "number" then
     return math.tointeger(value) or value
+  elseif type(value) == "table" and value["$int"] then
+    return math.tointeger(tonumber(value["$int"]))
   elseif type(value) == "table" then
     for k, v in pairs(value) do value[k] = integers(v) end
   end
@@ -110,7 +125,7 @@ function M.record(store, info, pid, c)
     cgroups = copy_list(c.cgroup and c.cgroup.created),
     -- What exec applies again; the seccomp profile is the one computed for the container.
     exec = { user = c.user, groups = c.groups, env = c.env, cwd = c.cwd, caps = c.caps,
-             no_new_privs = c.no_new_privs, seccomp = c.seccomp or false, rlimits = c.rlimits,
+             no_new_privs = c.no_new_privs, seccomp = exact(c.seccomp) or false, rlimits = c.rlimits,
              umask = c.umask },
   }
   local path = state_path(store, info.id)
