@@ -185,6 +185,13 @@ end
 
 -- {====================================================== exec
 
+--- Wait for the child pid; return its exit code as a shell reports it
+-- (128+N when signal N ended it).
+function M.reap(pid)
+  local _, kind, value = core.waitpid(pid)
+  return kind == "signaled" and 128 + value or value
+end
+
 -- The child steps that exec runs again, from the user lookup to exec: every
 -- step before them set up the root, which the mount namespace already has.
 local function exec_steps()
@@ -286,8 +293,7 @@ local function exec_intermediate(c, state, ns)
   core.forward_signals(pid)
   local started, message = pcall(core.await_exec, errfd)
   errfd:close()
-  local _, how, value = core.waitpid(pid)
-  local code = how == "signaled" and 128 + value or value
+  local code = M.reap(pid)
   if not started then
     error({ message = tostring(message), code = code ~= 0 and code or errors.FAILED }, 0)
   end
@@ -337,8 +343,7 @@ local function follow_exec(c, pid, errfd, capture)
   if capture then capture:close() end
   local started, message = pcall(core.await_exec, errfd)
   errfd:close()
-  local _, how, value = core.waitpid(pid)
-  local code = how == "signaled" and 128 + value or value
+  local code = M.reap(pid)
   if not started then
     errors.raise_code(code ~= 0 and code or errors.FAILED, "exec: %s", tostring(message))
   end
@@ -400,9 +405,9 @@ local function wait_gone(pid, timeout)
   if not fd then
     return true
   end
-  local gone = core.poll_read(fd, math.floor(timeout * 1000))
+  local exited = core.poll_read(fd, math.floor(timeout * 1000))
   fd:close()
-  return gone
+  return exited
 end
 
 --- Stop the running container of state: SIGTERM, then SIGKILL when it still

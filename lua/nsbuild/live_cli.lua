@@ -69,8 +69,7 @@ local function await_supervisor(store, id, pid, ready, log_fd)
     io.stdout:write(id, "\n")
     return 0
   end
-  local _, how, value = core.waitpid(pid)
-  local code = how == "signaled" and 128 + value or value
+  local code = live.reap(pid)
   io.stderr:write(log_fd:read_all() or "")
   log_fd:close()
   live.forget(store, id)
