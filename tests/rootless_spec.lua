@@ -266,6 +266,27 @@ return from(deb "busybox-static")
     end)
   end)
 
+  it("exports the image's ids, not the host's", function()
+    if reason then pending(reason) return end
+    local layout = dir .. "/debian-dev-oci"
+    local out, code = nsbuild_as(WITH_IDS, dir, "export", "debian-dev", "--oci", layout)
+    assert.are.equal(0, code, out)
+    local cjson = require "cjson"
+    local function read_json(path)
+      local f = assert(io.open(path))
+      local value = cjson.decode(f:read("a"))
+      f:close()
+      return value
+    end
+    local function blob(digest)
+      return layout .. "/blobs/sha256/" .. digest:match("^sha256:(%x+)$")
+    end
+    local manifest = read_json(blob(read_json(layout .. "/index.json").manifests[1].digest))
+    local top = manifest.layers[#manifest.layers].digest
+    local listing = cli.sh("tar --numeric-owner -tvf " .. quote(blob(top)))
+    assert.matches("drwx------ 42/0 %s+%d+ %S+ %S+ var/lib/apt/lists/partial/?\n", listing)
+  end)
+
   it("prunes everything the user made", function()
     if reason then pending(reason) return end
     local images = nsbuild_as(WITH_IDS, dir, "images")

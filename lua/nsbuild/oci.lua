@@ -139,8 +139,10 @@ local function write_layer_blob(store, id, compression, epoch)
   local work, release = store:work_dir("export")
   local ok, result = pcall(function()
     local out = work .. "/blob"
-    local res, err = core.layer_tar(store:layer_path(id), out, { compression = compression,
-                                                                 mtime_clamp = epoch })
+    -- A user other than root writes the tar in a mapped child: there it can
+    -- read the files of its subordinate ids, and the tar gets the image's ids.
+    local res, err = userns.call(core.layer_tar, store:layer_path(id), out,
+                                 { compression = compression, mtime_clamp = epoch })
     if not res then
       errors.raise("cannot export layer %s: %s", id, err)
     end
