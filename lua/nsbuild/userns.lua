@@ -118,12 +118,12 @@ function M.plan()
   if #uids == 0 then missing[#missing + 1] = "uids in " .. M.SUBUID end
   if #gids == 0 then missing[#missing + 1] = "gids in " .. M.SUBGID end
   if #missing > 0 then
-    local who = name or tostring(uid)
+    local shown = name or tostring(uid)
     log.warn_once("subordinate ids", "%s has no subordinate %s: only its own ids are mapped "
                   .. "there (to root inside), so files of the image's other users (such as "
                   .. "apt's _apt) cannot be created; as root, run: usermod --add-subuids "
                   .. "100000-165535 --add-subgids 100000-165535 %s (choose ranges no other user "
-                  .. "has)", who, table.concat(missing, " or "), who)
+                  .. "has)", shown, table.concat(missing, " or "), shown)
   end
   return cached_plan
 end
