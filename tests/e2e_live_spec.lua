@@ -395,6 +395,11 @@ describe("exec by a user other than root", function()
                                            cli.quote(dir), user, cli.quote(dir)))
     assert.are.equal(0, code, out)
     out, code = as_user("./nsbuild --cache cache -q recipes/busybox.lua")
+    if code ~= 0 and out:find("apt-get download", 1, true) then
+      cli.sh("rm -rf " .. cli.quote(dir))
+      pending("cannot download busybox-static here: " .. out)
+      return
+    end
     assert.are.equal(0, code, out)
     out, code = as_user("./nsbuild run --cache cache -d --hostname rl busybox -- "
                         .. "sh -c 'echo mine > /m; exec sleep 120'")
