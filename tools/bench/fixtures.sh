@@ -94,6 +94,17 @@ crun_missing_parents() {
   done
 }
 
+# Remove the directories crun_missing_parents listed in $crun_missing, if
+# empty. run.sh calls it on exit, so that a failed run leaves none either.
+remove_crun_parents() {
+  local dir
+  [ -f "${crun_missing:-}" ] || return 0
+  while read -r dir; do
+    rmdir "$dir" 2>/dev/null || true
+  done < "$crun_missing"
+  rm -f "$crun_missing"
+}
+
 # Write the Debian minbase tarball: the debootstrap layer of debian-dev, in
 # GNU tar's gzip format. Named by the layer id, so it is made once per layer.
 make_minbase_tarball() {

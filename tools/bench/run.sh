@@ -73,6 +73,7 @@ describe_machine() {
 
 main() {
   local figures=("$@") figure
+  trap remove_crun_parents EXIT
   [ ${#figures[@]} -gt 0 ] || figures=(start many network rebuild import export)
 
   install_packages

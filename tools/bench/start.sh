@@ -33,18 +33,14 @@ start_unshare() {
 
 bench_start() {
   make_bundles
-  local missing=$BENCH_DIR/crun-missing-cgroups
-  crun_missing_parents "$crun_parent" > "$missing"
+  crun_missing=$BENCH_DIR/crun-missing-cgroups
+  crun_missing_parents "$crun_parent" > "$crun_missing"
 
   local -a contenders=(nsbuild start_nsbuild nsbuild-bare start_nsbuild_bare crun start_crun
                        runc start_runc bwrap start_bwrap unshare start_unshare)
   interleave start "$BENCH_STARTS" "${contenders[@]}"
   rss start-rss "$BENCH_RSS_RUNS" "${contenders[@]}"
-
-  local dir
-  while read -r dir; do
-    rmdir "$dir" 2>/dev/null || true
-  done < "$missing"
+  remove_crun_parents
 }
 
 # 50 nsbuild containers one after another, and all started at once.
