@@ -271,6 +271,7 @@ local function build_run(store, step, key, ctx)
       cwd = settings.cwd,
       hostname = "nsbuild",
       policy = step_policy,
+      seccomp_cache = store:path("seccomp"),
       stdin = null,
       stdout = write_end,
       stderr = write_end,

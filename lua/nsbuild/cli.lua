@@ -435,6 +435,7 @@ local function cmd_run(args)
       user = user,
       tty = opts["-t"] and { input = opts["-i"] == true } or nil,
       stdin = stdin,
+      seccomp_cache = store:path("seccomp"),
       on_exec = live_cli.recorder(store, id, nsbuild.store.normalize_name(name), supervised),
     })
   end)

@@ -13,6 +13,7 @@ local mounts = require "nsbuild.mounts"
 local net = require "nsbuild.net"
 local policy = require "nsbuild.policy"
 local process = require "nsbuild.process"
+local seccomp_cache = require "nsbuild.seccomp_cache"
 local security = require "nsbuild.security"
 local tty = require "nsbuild.tty"
 local userns = require "nsbuild.userns"
@@ -682,6 +683,7 @@ end
 -- the user is resolved), namespaces and the policy's fields below.
 function M.context(spec, p)
   local sets = security.capability_sets(p.caps, true)
+  local profile = security.seccomp_profile(p.seccomp, sets.effective)
   return {
     rootfs = spec.rootfs,
     root = spec.rootfs.target,
@@ -700,7 +702,11 @@ function M.context(spec, p)
     caps = p.caps or {},
     no_new_privs = p.no_new_privs ~= false,
     -- Built in the parent: an invalid profile fails before any clone.
-    seccomp = security.seccomp_profile(p.seccomp, sets.effective),
+    seccomp = profile,
+    -- libseccomp takes about 25 ms to generate the default profile's program,
+    -- and the kernel 0.3 ms to load it: programs are cached by profile, in
+    -- memory and in spec.seccomp_cache (a directory). nil falls back to libseccomp.
+    seccomp_program = profile and (seccomp_cache.program(profile, spec.seccomp_cache)) or nil,
     readonly = p.readonly == true,
     masked_paths = p.masked_paths or {},
     readonly_paths = p.readonly_paths or {},

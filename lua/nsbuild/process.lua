@@ -121,7 +121,10 @@ end
 
 --- Load the seccomp filter (c.seccomp, computed by the parent), if any.
 function M.load_seccomp(c)
-  if c.seccomp then
+  if c.seccomp_program then
+    must("load the seccomp filter",
+         core.seccomp_load_bpf(c.seccomp_program, { no_new_privs = c.seccomp.no_new_privs ~= false }))
+  elseif c.seccomp then
     must("load the seccomp filter", core.seccomp_load(c.seccomp))
   end
 end
