@@ -3,6 +3,7 @@ local core = require "nsbuild.core"
 local errors = require "nsbuild.errors"
 local log = require "nsbuild.log"
 local nsbuild = require "nsbuild"
+local live = require "nsbuild.live"
 local live_cli = require "nsbuild.live_cli"
 local run_options = require "nsbuild.run_options"
 
@@ -342,12 +343,6 @@ local function cmd_du(args)
   return 0
 end
 
-local function random_id()
-  local f = io.open("/dev/urandom", "rb")
-  local bytes = f and f:read(8) or tostring(os.time() .. core.getpid())
-  if f then f:close() end
-  return core.sha256(bytes):sub(1, 12)
-end
 
 -- The limits table of a policy from --memory, --pids-limit and --cpus;
 -- numbers stay numbers so that the policy's validation names bad values.
@@ -403,7 +398,7 @@ local function cmd_run(args)
     return 0
   end
 
-  local id = random_id()
+  local id = live.new_id()
   -- -d: a supervisor of its own (this command line again, with
   -- --supervised) runs the container; this nsbuild returns once it runs.
   local supervised = live_cli.supervised(opts)
