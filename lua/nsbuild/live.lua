@@ -46,8 +46,7 @@ end
 
 --- Return a new container id: 12 hex digits.
 function M.new_id()
-  -- Hex of random bytes: hashing them would initialise OpenSSL (2 MiB of
-  -- memory) in every container start for nothing.
+  -- The hex of random bytes is as unique as a hash of them would be.
   local f = errors.check(io.open("/dev/urandom", "rb"))
   local bytes = f:read(6)
   f:close()
