@@ -10,6 +10,8 @@ local log = require "nsbuild.log"
 
 local M = {}
 
+local ENOENT = 2
+
 -- CFS period of cpu limits: the kernel's default, 100 ms.
 M.CPU_PERIOD_US = 100000
 
@@ -439,9 +441,9 @@ end
 -- and the first error.
 local function remove_tree(dir)
   for _, sub in ipairs(subgroups(dir)) do
-    local ok, err = core.cgroup_rmdir(sub, M.REMOVE_TIMEOUT)
+    local ok, err, errno = core.cgroup_rmdir(sub, M.REMOVE_TIMEOUT)
     if not ok then
-      return nil, err
+      return nil, err, errno
     end
   end
   return core.cgroup_rmdir(dir, M.REMOVE_TIMEOUT)
@@ -525,10 +527,11 @@ function M.remove_stale(layout)
         else
           kill_v1({ path }, layout.v1.freezer and layout.v1.freezer.dir == own.dir and path)
         end
-        local ok, err = remove_tree(path)
+        local ok, err, errno = remove_tree(path)
         if ok then
           removed[#removed + 1] = path
-        else
+        elseif errno ~= ENOENT then
+          -- ENOENT: another nsbuild, ending at the same time, removed it first.
           log.warn("cannot remove the stale cgroup %s: %s", path, err)
         end
       end

@@ -22,7 +22,7 @@ function M.clock()
 end
 
 local function stderr_is_tty()
-  return os.execute("test -t 2") == true
+  return require("nsbuild.core").isatty(2)
 end
 
 --- Create a view. opts: mode ("plain", "tty", "quiet"; default: "tty" when

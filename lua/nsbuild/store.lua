@@ -27,6 +27,8 @@ local userns = require "nsbuild.userns"
 
 local M = {}
 
+local EEXIST = 17
+
 local Store = {}
 Store.__index = Store
 
@@ -82,8 +84,13 @@ function M.open(dir)
     errors.raise("cannot create the cache directory: %s (use --cache DIR or NSBUILD_CACHE)", err)
   end
   dir = check(core.realpath(dir))
+  -- One mkdir each, in order (parents first): an existing store costs one
+  -- failed call per directory, not one per path component.
   for _, sub in ipairs(subdirs) do
-    check(core.mkdirs(dir .. "/" .. sub, tonumber("755", 8)))
+    local made, err, errno = core.mkdir(dir .. "/" .. sub, tonumber("755", 8))
+    if not made and errno ~= EEXIST then
+      errors.raise("cannot create the cache directory: %s", err)
+    end
   end
   local store = setmetatable({ dir = dir, held = {} }, Store)
   store:clean_stale_work()
@@ -230,6 +237,20 @@ function Store:put_step(key, record)
   write_json(self:path("steps", key .. ".json"), record)
 end
 
+-- Deep equality of two decoded JSON values.
+local function same_value(a, b)
+  if type(a) ~= "table" or type(b) ~= "table" then
+    return a == b
+  end
+  for k, v in pairs(a) do
+    if not same_value(v, b[k]) then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
 local function image_file(name)
   return (name:gsub("[%%/]", function(c) return string.format("%%%02X", c:byte()) end)) .. ".json"
 end
@@ -256,7 +277,13 @@ end
 function Store:tag(name, image)
   name = M.normalize_name(name)
   image.name = name
-  write_json(self:path("images", image_file(name)), image)
+  local path = self:path("images", image_file(name))
+  -- A rebuild that changed nothing skips the write and its two fsyncs. The
+  -- values are compared, not the text: cjson's key order varies per process.
+  local data = cjson.encode(image)
+  if not same_value(read_json(path), cjson.decode(data)) then
+    check(core.write_file(path, data, tonumber("644", 8)))
+  end
 end
 
 --- Return the image record of a tag, or nil.
