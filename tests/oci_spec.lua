@@ -45,7 +45,7 @@ local function nsbuild_ok(args)
   return out
 end
 
--- Build a recipe body (BUSYBOX defines bb) into cache with SOURCE_DATE_EPOCH set.
+-- Build a recipe body (BUSYBOX defines bb) into cache.
 local function build(dir, cache, body)
   local path = write(dir .. "/recipe.lua", BUSYBOX .. body)
   return nsbuild_ok({ "--cache", cache, "-q", path })
@@ -311,6 +311,30 @@ describe("oci export", function()
       os.execute("sleep 1")
     end
     assert.are.equal(digests[1], digests[2])
+    cli.sh("rm -rf " .. cli.quote(dir))
+  end)
+
+  it("gives identical digests without an epoch", function()
+    local dir = cli.tmpdir("nsbuild-repro")
+    local body = [[return bb:run("echo one > /f"):tag "repro"]]
+    local digests = {}
+    for i = 1, 2 do
+      build(dir .. "/" .. i, dir .. "/cache" .. i, body)
+      nsbuild_ok({ "export", "--cache", dir .. "/cache" .. i, "repro", "--oci", dir .. "/layout" .. i })
+      digests[i] = manifest_digest(dir .. "/layout" .. i)
+      os.execute("sleep 1")
+    end
+    assert.are.equal(digests[1], digests[2])
+    cli.sh("rm -rf " .. cli.quote(dir))
+  end)
+
+  it("keeps mtimes with --source-date-epoch none", function()
+    local dir = cli.tmpdir("nsbuild-repro")
+    build(dir .. "/1", dir .. "/cache", [[return bb:run("echo one > /f"):tag "dated"]])
+    nsbuild_ok({ "export", "--cache", dir .. "/cache", "--source-date-epoch", "none", "dated",
+                 "--tar", dir .. "/flat.tar" })
+    local listing = cli.sh("tar -tvf " .. dir .. "/flat.tar ./f f 2>/dev/null")
+    assert.is_nil(listing:find("1970-01-01", 1, true), listing)
     cli.sh("rm -rf " .. cli.quote(dir))
   end)
 end)

@@ -48,15 +48,20 @@ function M.architecture()
 end
 
 --- Return the time to clamp layer mtimes to: value (a number or a string of
--- digits), else $SOURCE_DATE_EPOCH, else nil, which keeps the files' mtimes.
--- Raises on a value that is not whole seconds since 1970.
+-- digits), else $SOURCE_DATE_EPOCH, else 0, so that an export is reproducible
+-- by default: files a run step wrote carry the day of the build otherwise.
+-- "none" returns nil, which keeps the files' mtimes. Raises on a value that is
+-- not whole seconds since 1970.
 function M.source_date_epoch(value)
   local from = "--source-date-epoch"
   if value == nil then
     value, from = os.getenv("SOURCE_DATE_EPOCH"), "SOURCE_DATE_EPOCH"
   end
-  if value == nil or value == "" then
+  if value == "none" then
     return nil
+  end
+  if value == nil or value == "" then
+    return 0
   end
   local n = math.tointeger(tonumber(value))
   if not n or n < 0 or not tostring(value):match("^%d+$") then
