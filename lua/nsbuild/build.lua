@@ -5,14 +5,16 @@
 -- description, so a change anywhere invalidates that step and all after it.
 -- Requires the store, the container runtime and, for copies, nsbuild.core.
 local core = require "nsbuild.core"
-local container = require "nsbuild.container"
 local errors = require "nsbuild.errors"
 local log = require "nsbuild.log"
-local policy = require "nsbuild.policy"
 local progress = require "nsbuild.progress"
 local tree = require "nsbuild.tree"
 local userns = require "nsbuild.userns"
 local util = require "nsbuild.util"
+
+-- Loaded on first use: a fully cached rebuild runs no container.
+local container = util.lazy "nsbuild.container"
+local policy = util.lazy "nsbuild.policy"
 
 local M = {}
 
@@ -228,8 +230,10 @@ local function debug_failed_step(spec, mode, view)
   debug_spec.stdin, debug_spec.stdout, debug_spec.stderr, debug_spec.on_started = nil, nil, nil, nil
   debug_spec.argv = { "/bin/sh" }
   if mode == "repl" then
-    -- Loaded here: after pivot_root the container cannot see lua/.
+    -- Loaded here: after pivot_root the container cannot see lua/. pairs
+    -- loads every lazily loaded part of the API.
     local repl, nsbuild = require "nsbuild.repl", require "nsbuild"
+    for _ in pairs(nsbuild) do end
     pcall(require, "nsbuild.core_doc")
     debug_spec.lua_main = function()
       return repl.run(nsbuild)
@@ -310,9 +314,11 @@ local function in_overlay(store, layers, work, fn)
     check(core.mkdir(d, tonumber("755", 8)))
   end
   local lower = layer_dirs(store, layers, work)
+  -- Taken here, in the parent: the child must not be the first to load a module.
+  local overlay_options = container.overlay_options
   local pid, errfd = userns.clone({ "mount" }, function()
     check(core.mount(nil, "/", nil, { "rec", "private" }))
-    local data, parent = container.overlay_options(lower, upper, ovl_work)
+    local data, parent = overlay_options(lower, upper, ovl_work)
     if parent then check(core.chdir(parent)) end
     check(core.mount("overlay", merged, "overlay", {}, data))
     fn(merged)

@@ -3,9 +3,12 @@ local core = require "nsbuild.core"
 local errors = require "nsbuild.errors"
 local log = require "nsbuild.log"
 local nsbuild = require "nsbuild"
-local live = require "nsbuild.live"
-local live_cli = require "nsbuild.live_cli"
-local run_options = require "nsbuild.run_options"
+local util = require "nsbuild.util"
+
+-- Loaded on first use: building needs none of them.
+local live = util.lazy "nsbuild.live"
+local live_cli = util.lazy "nsbuild.live_cli"
+local run_options = util.lazy "nsbuild.run_options"
 
 local M = {}
 
@@ -81,9 +84,10 @@ run options:
 
 export options:
   --compression C    layer blobs as gzip (default), zstd or none
-  --source-date-epoch N
+  --source-date-epoch N|none
                      clamp file mtimes and set created times to N seconds since
-                     1970 (default: $SOURCE_DATE_EPOCH; unset keeps the mtimes)
+                     1970 (default: $SOURCE_DATE_EPOCH, else 0, so that exports
+                     are reproducible; none keeps the files' mtimes)
   --ref NAME         org.opencontainers.image.ref.name in index.json (default: the tag)
   --policy FILE      the policy a --bundle maps onto config.json (default: the
                      default policy); a COMMAND after -- replaces the image's cmd

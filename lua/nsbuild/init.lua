@@ -9,14 +9,8 @@ local M = {}
 M.version = "0.1.0"
 
 M.core = require "nsbuild.core"
-M.policy = require "nsbuild.policy"
-M.container = require "nsbuild.container"
-M.cgroup = require "nsbuild.cgroup"
 M.store = require "nsbuild.store"
 M.build = require("nsbuild.build").build
---- nsbuild.start(image, policy [, { argv = {...} }]): start a container and
--- return a handle at once (c:pid, c:exec, c:stats, c:kill, c:wait, c:logs).
-M.start = require("nsbuild.live").start
 
 M.from = image.from
 M.is_image = image.is_image
@@ -27,9 +21,41 @@ local scratch_source = require("nsbuild.source.scratch").scratch
 function M.scratch()
   return image.from(scratch_source())
 end
-M.tarball = require("nsbuild.source.tarball").tarball
-M.debootstrap = require("nsbuild.source.debootstrap").debootstrap
-M.oci = require("nsbuild.source.oci").oci
+
+-- The rest of the API is loaded on first use, so that a fully cached rebuild
+-- does not compile the container runtime, the OCI code or live containers.
+local lazy = {
+  policy = function() return require "nsbuild.policy" end,
+  container = function() return require "nsbuild.container" end,
+  cgroup = function() return require "nsbuild.cgroup" end,
+  --- nsbuild.start(image, policy [, { argv = {...} }]): start a container and
+  -- return a handle at once (c:pid, c:exec, c:stats, c:kill, c:wait, c:logs).
+  start = function() return require("nsbuild.live").start end,
+  tarball = function() return require("nsbuild.source.tarball").tarball end,
+  debootstrap = function() return require("nsbuild.source.debootstrap").debootstrap end,
+  oci = function() return require("nsbuild.source.oci").oci end,
+}
+
+local function load_field(t, key)
+  local loader = lazy[key]
+  if loader then
+    local value = loader()
+    rawset(t, key, value)
+    return value
+  end
+  return nil
+end
+
+setmetatable(M, {
+  __index = load_field,
+  -- pairs (the REPL's completion and help) sees the whole API.
+  __pairs = function(t)
+    for key in pairs(lazy) do
+      if rawget(t, key) == nil then load_field(t, key) end
+    end
+    return next, t, nil
+  end,
+})
 
 --- The names a recipe sees as globals.
 M.recipe_api = { "from", "deb", "scratch", "tarball", "debootstrap", "oci", "policy" }

@@ -17,10 +17,22 @@ end
 
 local function recipe_env(nsbuild, args)
   local env = { nsbuild = nsbuild, args = read_only(args or {}) }
+  local api = {}
   for _, name in ipairs(nsbuild.recipe_api) do
-    env[name] = nsbuild[name]
+    api[name] = true
   end
-  return setmetatable(env, { __index = _G })
+  -- API names are looked up when the recipe first uses them, so that a recipe
+  -- loads only the parts of nsbuild it needs.
+  return setmetatable(env, {
+    __index = function(t, key)
+      if api[key] then
+        local value = nsbuild[key]
+        rawset(t, key, value)
+        return value
+      end
+      return _G[key]
+    end,
+  })
 end
 
 -- Strip the traceback the message handler adds, so the error stays one line.

@@ -1,6 +1,16 @@
 --- Small helpers shared by the library: shell quoting and running host tools.
 local M = {}
 
+--- Return a stand-in for module name that requires it on the first field read.
+-- A fully cached rebuild then never compiles the container runtime. A module
+-- the child of a clone uses must be touched in the parent first, because after
+-- pivot_root the host's lua/ directory is gone.
+function M.lazy(name)
+  return setmetatable({}, {
+    __index = function(_, key) return require(name)[key] end,
+  })
+end
+
 --- Quote s for /bin/sh.
 function M.shell_quote(s)
   if s:match("^[%w%%+,./:=@_-]+$") then
