@@ -47,6 +47,17 @@ int nsb_opt_bool_field(lua_State *L, int idx, const char *field, int def);
 lua_Integer nsb_opt_int_field(lua_State *L, int idx, const char *field, lua_Integer def);
 const char *nsb_opt_string_field(lua_State *L, int idx, const char *field, const char *def);
 
+/* The PATH of a container whose environment sets none: the one crun and podman use. */
+#define NSB_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* Return a NULL-terminated array of the strings of the list at idx (argv or
+   env for an exec), in a userdata the Lua stack keeps alive; the strings stay
+   reachable through the table. Raises naming `what` for a non-string. */
+char **nsb_check_string_list(lua_State *L, int idx, const char *what);
+
+/* Return the value of PATH in env, or NSB_DEFAULT_PATH. */
+const char *nsb_env_path(char **env);
+
 /* Add the functions of each subsystem to the module table on top of the stack. */
 void nsb_open_util(lua_State *L);
 void nsb_open_ns(lua_State *L);

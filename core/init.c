@@ -38,9 +38,6 @@
 
 #include "core.h"
 
-/* The PATH of a container whose environment sets none, as in core.execve. */
-#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 #define EXIT_NOT_FOUND 127
 #define EXIT_CANNOT_RUN 126
 #define EXIT_INIT_FAILED 125
@@ -49,47 +46,6 @@ static const char *const init_fields[] = { "file", "errfd", NULL };
 
 
 /* {====================================================== before the fork */
-
-static char *
-unconst (const char *s)
-{
-  union { const char *c; char *m; } u = { .c = s };
-
-  return u.m;
-}
-
-/* Build a NULL-terminated array of the strings of the list at idx, in a
-   userdata that the Lua stack keeps alive until the exec. */
-static char **
-check_string_list (lua_State *L, int idx, const char *what)
-{
-  lua_Integer i, n;
-  char **list;
-
-  luaL_checktype (L, idx, LUA_TTABLE);
-  n = luaL_len (L, idx);
-  luaL_argcheck (L, n < 65536, idx, "list too long");
-  list = lua_newuserdatauv (L, sizeof (char *) * (size_t) (n + 1), 0);
-  for (i = 1; i <= n; i++)
-    {
-      lua_geti (L, idx, i);
-      if (lua_type (L, -1) != LUA_TSTRING)
-        luaL_argerror (L, idx, lua_pushfstring (L, "%s must contain only strings", what));
-      list[i - 1] = unconst (lua_tostring (L, -1));
-      lua_pop (L, 1);
-    }
-  list[n] = NULL;
-  return list;
-}
-
-static const char *
-env_path (char **env)
-{
-  for (; *env != NULL; env++)
-    if (strncmp (*env, "PATH=", 5) == 0)
-      return *env + 5;
-  return DEFAULT_PATH;
-}
 
 /* Return 0 when path is an executable regular file, else -1 with errno set. */
 static int
@@ -162,12 +118,12 @@ resolve_command (lua_State *L, const char *file, char **env, char out[PATH_MAX])
       strcpy (out, file);
       return 0;
     }
-  if (search_path (file, env_path (env), out) == 0)
+  if (search_path (file, nsb_env_path (env), out) == 0)
     return 0;
   if (errno == EACCES)
     return nsb_fail_path (L, EACCES, "exec", out);
   luaL_pushfail (L);
-  lua_pushfstring (L, "exec '%s': not found in PATH (%s)", file, env_path (env));
+  lua_pushfstring (L, "exec '%s': not found in PATH (%s)", file, nsb_env_path (env));
   lua_pushinteger (L, ENOENT);
   return 3;
 }
@@ -363,8 +319,8 @@ init_exec (lua_State *L)
 
   /* The string lists go on the stack above the options. */
   lua_settop (L, 3);
-  argv = check_string_list (L, 1, "argv");
-  env = check_string_list (L, 2, "env");
+  argv = nsb_check_string_list (L, 1, "argv");
+  env = nsb_check_string_list (L, 2, "env");
   luaL_argcheck (L, argv[0] != NULL, 1, "argv must not be empty");
   if (!lua_isnoneornil (L, 3))
     {

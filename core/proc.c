@@ -37,9 +37,6 @@
 
 #include "core.h"
 
-/* The PATH of a container whose environment sets none: the one crun and podman use. */
-#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 struct signal_name {
   const char *name;
   int number;
@@ -78,55 +75,12 @@ check_signal (lua_State *L, int idx)
   return luaL_argerror (L, idx, lua_pushfstring (L, "unknown signal '%s'", lua_tostring (L, idx)));
 }
 
-/* execve takes char *const[] for historical reasons and never writes the strings. */
-static char *
-unconst (const char *s)
-{
-  union { const char *c; char *m; } u = { .c = s };
-
-  return u.m;
-}
-
-/* Build a NULL-terminated array of the strings of the list at idx, in a userdata
-   that the Lua stack keeps alive. */
-static char **
-check_string_list (lua_State *L, int idx, const char *what)
-{
-  lua_Integer i, n;
-  char **list;
-
-  luaL_checktype (L, idx, LUA_TTABLE);
-  n = luaL_len (L, idx);
-  luaL_argcheck (L, n < 65536, idx, "list too long");
-  list = lua_newuserdatauv (L, sizeof (char *) * (size_t) (n + 1), 0);
-  for (i = 1; i <= n; i++)
-    {
-      lua_geti (L, idx, i);
-      if (lua_type (L, -1) != LUA_TSTRING)
-        luaL_argerror (L, idx, lua_pushfstring (L, "%s must contain only strings", what));
-      list[i - 1] = unconst (lua_tostring (L, -1));
-      /* The string stays reachable through the table for the duration of the call. */
-      lua_pop (L, 1);
-    }
-  list[n] = NULL;
-  return list;
-}
-
-static const char *
-env_path (char **env)
-{
-  for (; *env != NULL; env++)
-    if (strncmp (*env, "PATH=", 5) == 0)
-      return *env + 5;
-  return DEFAULT_PATH;
-}
-
 /* Search PATH of the new environment (not of nsbuild), in the current root, the
    way execvp does: EACCES is remembered, the search goes on, ENOENT ends it. */
 static int
 exec_search (const char *file, char **argv, char **env)
 {
-  const char *path = env_path (env), *p = path;
+  const char *path = nsb_env_path (env), *p = path;
   int seen_eacces = 0;
 
   for (;;)
@@ -157,8 +111,8 @@ static int
 proc_execve (lua_State *L)
 {
   const char *file = luaL_checkstring (L, 1);
-  char **argv = check_string_list (L, 2, "argv");
-  char **env = check_string_list (L, 3, "env");
+  char **argv = nsb_check_string_list (L, 2, "argv");
+  char **env = nsb_check_string_list (L, 3, "env");
   int err;
 
   luaL_argcheck (L, argv[0] != NULL, 2, "argv must not be empty");
@@ -171,7 +125,7 @@ proc_execve (lua_State *L)
   if (strchr (file, '/') == NULL && err == ENOENT)
     {
       luaL_pushfail (L);
-      lua_pushfstring (L, "exec '%s': not found in PATH (%s)", file, env_path (env));
+      lua_pushfstring (L, "exec '%s': not found in PATH (%s)", file, nsb_env_path (env));
       lua_pushinteger (L, err);
       return 3;
     }

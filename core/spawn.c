@@ -42,40 +42,6 @@ struct spawn_opts {
 static const char *const spawn_fields[] = { "keep_fds", "stdin", "stdout", "stderr", "setsid",
                                             "cwd", NULL };
 
-/* execve takes char *const[] for historical reasons and never writes the strings. */
-static char *
-unconst (const char *s)
-{
-  union { const char *c; char *m; } u = { .c = s };
-
-  return u.m;
-}
-
-/* Build a NULL-terminated array of the strings of the list at idx, in a
-   userdata that the stack keeps alive.  The strings stay reachable through
-   the table. */
-static char **
-check_strings (lua_State *L, int idx, const char *what)
-{
-  lua_Integer i, n;
-  char **list;
-
-  luaL_checktype (L, idx, LUA_TTABLE);
-  n = luaL_len (L, idx);
-  luaL_argcheck (L, n < 65536, idx, "list too long");
-  list = lua_newuserdatauv (L, sizeof (char *) * (size_t) (n + 1), 0);
-  for (i = 1; i <= n; i++)
-    {
-      lua_geti (L, idx, i);
-      if (lua_type (L, -1) != LUA_TSTRING)
-        luaL_argerror (L, idx, lua_pushfstring (L, "%s must contain only strings", what));
-      list[i - 1] = unconst (lua_tostring (L, -1));
-      lua_pop (L, 1);
-    }
-  list[n] = NULL;
-  return list;
-}
-
 static int
 opt_fd (lua_State *L, int idx, const char *field)
 {
@@ -199,8 +165,8 @@ proc_spawn (lua_State *L)
 
   /* The string arrays are userdata pushed above the three arguments. */
   lua_settop (L, 3);
-  argv = check_strings (L, 1, "argv");
-  env = lua_isnil (L, 2) ? environ : check_strings (L, 2, "env");
+  argv = nsb_check_string_list (L, 1, "argv");
+  env = lua_isnil (L, 2) ? environ : nsb_check_string_list (L, 2, "env");
   luaL_argcheck (L, argv[0] != NULL, 1, "argv must not be empty");
   check_spawn_opts (L, 3, &o);
 

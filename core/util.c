@@ -187,6 +187,47 @@ nsb_opt_string_field (lua_State *L, int idx, const char *field, const char *def)
 }
 
 
+/* execve takes char *const[] for historical reasons and never writes the strings. */
+static char *
+unconst (const char *s)
+{
+  union { const char *c; char *m; } u = { .c = s };
+
+  return u.m;
+}
+
+char **
+nsb_check_string_list (lua_State *L, int idx, const char *what)
+{
+  lua_Integer i, n;
+  char **list;
+
+  luaL_checktype (L, idx, LUA_TTABLE);
+  n = luaL_len (L, idx);
+  luaL_argcheck (L, n < 65536, idx, "list too long");
+  list = lua_newuserdatauv (L, sizeof (char *) * (size_t) (n + 1), 0);
+  for (i = 1; i <= n; i++)
+    {
+      lua_geti (L, idx, i);
+      if (lua_type (L, -1) != LUA_TSTRING)
+        luaL_argerror (L, idx, lua_pushfstring (L, "%s must contain only strings", what));
+      list[i - 1] = unconst (lua_tostring (L, -1));
+      lua_pop (L, 1);
+    }
+  list[n] = NULL;
+  return list;
+}
+
+const char *
+nsb_env_path (char **env)
+{
+  for (; *env != NULL; env++)
+    if (strncmp (*env, "PATH=", 5) == 0)
+      return *env + 5;
+  return NSB_DEFAULT_PATH;
+}
+
+
 /* {====================================================== fd handle methods */
 
 static int
