@@ -48,7 +48,7 @@ lua/nsbuild/core.so: $(MODULE_OBJS)
 
 demo: all
 	./nsbuild recipes/busybox.lua
-	./nsbuild run busybox -- sh -c 'echo "pid $$$$ on $$(hostname)"; ls /'
+	./nsbuild run --no-init busybox -- sh -c 'echo "pid $$$$ on $$(hostname)"; ls /'
 
 # The suite runs in a private mount namespace so that no mount of a failing test
 # reaches the host; then the cgroup specs run again on a cgroup v2 kernel under
