@@ -537,23 +537,6 @@ entry_skip (struct extract *x, const char *reason)
   return 1;
 }
 
-static int
-write_all (int fd, const char *buf, size_t size)
-{
-  while (size > 0)
-    {
-      ssize_t n = write (fd, buf, size);
-
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        return -1;
-      buf += n;
-      size -= (size_t) n;
-    }
-  return 0;
-}
-
 /* Copy the entry's data into fd.  libarchive returns the blocks of a sparse file
    with their offsets, so seeking over the gaps leaves holes in the new file. */
 static int
@@ -575,7 +558,7 @@ file_write_data (struct extract *x, struct archive *a, struct archive_entry *e, 
         continue;
       if (offset != end && lseek (fd, (off_t) offset, SEEK_SET) < 0)
         return extract_fail_sys (x, errno, "lseek", x->path);
-      if (write_all (fd, buf, len) < 0)
+      if (nsb_write_all (fd, buf, len) < 0)
         return extract_fail_sys (x, errno, "write", x->path);
       end = offset + (la_int64_t) len;
       x->bytes += (lua_Integer) len;

@@ -55,6 +55,10 @@ const char *nsb_opt_string_field(lua_State *L, int idx, const char *field, const
    reachable through the table. Raises naming `what` for a non-string. */
 char **nsb_check_string_list(lua_State *L, int idx, const char *what);
 
+/* Write all of data to fd, retrying after EINTR and short writes; 0, or -1
+   with errno set. Only write(2): safe between fork and exec. */
+int nsb_write_all(int fd, const void *data, size_t len);
+
 /* Return the value of PATH in env, or NSB_DEFAULT_PATH. */
 const char *nsb_env_path(char **env);
 

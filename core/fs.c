@@ -167,23 +167,6 @@ sort_names (lua_State *L)
   lua_pop (L, 1);
 }
 
-int
-fs_write_all (int fd, const char *data, size_t len)
-{
-  while (len > 0)
-    {
-      ssize_t n = write (fd, data, len);
-
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        return -1;
-      data += n;
-      len -= (size_t) n;
-    }
-  return 0;
-}
-
 /* Return p grown to hold at least need elements of size elem, and update *cap.  When
    memory is exhausted, return NULL with errno ENOMEM and leave p as it was. */
 void *
@@ -606,7 +589,7 @@ write_sync_close (int fd, const char *data, size_t len)
   const char *op = NULL;
   int err = 0;
 
-  if (fs_write_all (fd, data, len) < 0)
+  if (nsb_write_all (fd, data, len) < 0)
     op = "write";
   else if (fsync (fd) < 0)
     op = "fsync";

@@ -14,9 +14,6 @@ int fs_is_dot_or_dotdot (const char *name);
    slashes; return the length of path without them. */
 size_t fs_push_split_path (lua_State *L, const char *path);
 
-/* Write all of data, retrying after EINTR and short writes; -1 with errno on failure. */
-int fs_write_all (int fd, const char *data, size_t len);
-
 /* Return p grown to hold at least need elements of size elem, updating *cap;
    NULL with errno ENOMEM leaves p as it was. */
 void *fs_grow (void *p, size_t *cap, size_t need, size_t elem);

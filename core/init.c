@@ -133,22 +133,6 @@ resolve_command (lua_State *L, const char *file, char **env, char out[PATH_MAX])
 
 /* {====================================================== after the fork: pure C */
 
-static void
-write_all (int fd, const char *s, size_t len)
-{
-  while (len > 0)
-    {
-      ssize_t n = write (fd, s, len);
-
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        return;
-      s += n;
-      len -= (size_t) n;
-    }
-}
-
 /* The command's side: runs in the child of the fork and never returns. */
 static void __attribute__ ((noreturn))
 command_exec (const char *path, char **argv, char **env, int status_fd, int take_terminal)
@@ -176,7 +160,7 @@ command_exec (const char *path, char **argv, char **env, int status_fd, int take
 
   execve (path, argv, env);
   err = errno;
-  write_all (status_fd, (const char *) &err, sizeof err);
+  (void) nsb_write_all (status_fd, (const char *) &err, sizeof err);
   _exit (EXIT_NOT_FOUND);
 }
 
@@ -193,7 +177,7 @@ report_exec_failure (int errfd, const char *path, int err)
     return;
   if ((size_t) n >= sizeof msg)
     n = (int) sizeof msg - 1;
-  write_all (errfd < 0 ? STDERR_FILENO : errfd, msg, (size_t) n);
+  (void) nsb_write_all (errfd < 0 ? STDERR_FILENO : errfd, msg, (size_t) n);
 }
 
 /* Wait for the command's exec: returns 0 once it exec'd (end of file on the

@@ -87,25 +87,6 @@ sha256_start (void)
   return md;
 }
 
-static int
-write_all (int fd, const void *data, size_t size)
-{
-  const char *p = data;
-
-  while (size > 0)
-    {
-      ssize_t n = write (fd, p, size);
-
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        return -1;
-      p += n;
-      size -= (size_t) n;
-    }
-  return 0;
-}
-
 /* }====================================================== */
 
 
@@ -136,7 +117,7 @@ out_emit (struct blob_out *o, const void *data, size_t size)
     return 0;
   EVP_DigestUpdate (o->blob_md, data, size);
   o->size += (la_int64_t) size;
-  if (write_all (o->fd, data, size) < 0)
+  if (nsb_write_all (o->fd, data, size) < 0)
     {
       o->err = errno;
       o->failed_op = "write";
@@ -990,7 +971,7 @@ in_feed (struct blob_in *b, const unsigned char *data, size_t n)
 {
   EVP_DigestUpdate (b->blob_md, data, n);
   b->size += (la_int64_t) n;
-  if (b->copy_fd >= 0 && write_all (b->copy_fd, data, n) < 0)
+  if (b->copy_fd >= 0 && nsb_write_all (b->copy_fd, data, n) < 0)
     {
       b->err = errno;
       return fail_into (b->msg, sizeof b->msg, "write the copy: %s", strerror (errno));

@@ -78,22 +78,6 @@ child_traceback (lua_State *L)
   return 1;
 }
 
-static void
-write_all (int fd, const char *s, size_t len)
-{
-  while (len > 0)
-    {
-      ssize_t n = write (fd, s, len);
-
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        return;
-      s += n;
-      len -= (size_t) n;
-    }
-}
-
 /* Run fn in the child and never return: _exit with fn's integer result (or 0),
    or report the error on errfd and _exit with its code.  An error may be a
    string or a table { message = ..., code = ... }.  _exit skips Lua's
@@ -127,7 +111,7 @@ child_run (lua_State *L, int fn_index, int errfd)
 
     if (msg == NULL)
       msg = "error object is not a string", len = strlen (msg);
-    write_all (errfd, msg, len);
+    (void) nsb_write_all (errfd, msg, len);
   }
   fflush (NULL);
   _exit (code);

@@ -283,23 +283,6 @@ struct relay {
   int master, input, output, size_from, pidfd, sigfd;
 };
 
-static int
-write_all (int fd, const char *s, size_t len)
-{
-  while (len > 0)
-    {
-      ssize_t n = write (fd, s, len);
-
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0)
-        return -1;
-      s += n;
-      len -= (size_t) n;
-    }
-  return 0;
-}
-
 static void
 copy_size (const struct relay *r)
 {
@@ -332,7 +315,7 @@ drain_master (const struct relay *r, int nonblocking)
         continue;
       if (n <= 0)
         return 1;
-      write_all (r->output, buf, (size_t) n);
+      (void) nsb_write_all (r->output, buf, (size_t) n);
       if (!nonblocking)
         return 0;
     }
@@ -356,12 +339,12 @@ copy_input (const struct relay *r)
          master's own settings, not the ones the container gave the slave. */
       char eof = 4;
 
-      write_all (r->master, &eof, 1);
+      (void) nsb_write_all (r->master, &eof, 1);
       return 1;
     }
   /* NOTE: a blocking write: a command that neither reads its terminal nor
      lets its output drain stalls the relay once the pty's buffer is full. */
-  write_all (r->master, buf, (size_t) n);
+  (void) nsb_write_all (r->master, buf, (size_t) n);
   return 0;
 }
 

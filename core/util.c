@@ -218,6 +218,30 @@ nsb_check_string_list (lua_State *L, int idx, const char *what)
   return list;
 }
 
+int
+nsb_write_all (int fd, const void *data, size_t len)
+{
+  const char *p = data;
+
+  while (len > 0)
+    {
+      ssize_t n = write (fd, p, len);
+
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        {
+          /* write returns 0 only for a length of 0; never loop on it. */
+          if (n == 0)
+            errno = EIO;
+          return -1;
+        }
+      p += n;
+      len -= (size_t) n;
+    }
+  return 0;
+}
+
 const char *
 nsb_env_path (char **env)
 {

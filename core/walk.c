@@ -845,7 +845,7 @@ copy_data_rw (struct copy_tree *c, int src, int dst)
         return walk_fail (&c->w, "read", errno);
       if (n == 0)
         return 0;
-      if (fs_write_all (dst, buf, (size_t) n) < 0)
+      if (nsb_write_all (dst, buf, (size_t) n) < 0)
         return copy_fail_dst (c, "write", errno);
     }
 }
