@@ -34,12 +34,7 @@ local dev_links = {
   { "core", "/proc/kcore" },
 }
 
-local function must(what, value, message)
-  if value == nil then
-    error(what .. ": " .. tostring(message), 0)
-  end
-  return value
-end
+local must = errors.must
 
 -- Overlay options split on ',' and ':', with backslash as the escape.
 local function overlay_escape(path)

@@ -49,4 +49,14 @@ function M.check(value, message, ...)
   return value, message, ...
 end
 
+--- Return value, or raise "what: message" (a plain string, no position) when
+-- value is nil: the check for core calls in the container's start, whose
+-- messages name the step that failed.
+function M.must(what, value, message)
+  if value == nil then
+    error(what .. ": " .. tostring(message), 0)
+  end
+  return value
+end
+
 return M

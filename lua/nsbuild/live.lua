@@ -252,12 +252,7 @@ local function close_namespaces(ns)
   if ns.pid then ns.pid:close() end
 end
 
-local function must(what, value, message)
-  if value == nil then
-    error(what .. ": " .. tostring(message), 0)
-  end
-  return value
-end
+local must = errors.must
 
 -- The command's process, forked in the container's user and pid
 -- namespaces: the other namespaces, then the container's process steps.

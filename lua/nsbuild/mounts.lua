@@ -12,12 +12,7 @@ local M = {}
 
 local ENOENT, EROFS = 2, 30
 
-local function must(what, value, message)
-  if value == nil then
-    error(what .. ": " .. tostring(message), 0)
-  end
-  return value
-end
+local must = require("nsbuild.errors").must
 
 local function relative(path)
   return (path:gsub("^/+", ""))

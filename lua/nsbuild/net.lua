@@ -167,12 +167,7 @@ function M.new(p)
   return { mode = mode, ports = ports }
 end
 
-local function must(what, value, message)
-  if value == nil then
-    error(what .. ": " .. tostring(message), 0)
-  end
-  return value
-end
+local must = require("nsbuild.errors").must
 
 local function read_host_file(path)
   local f = io.open(path, "r")

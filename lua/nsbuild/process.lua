@@ -12,12 +12,7 @@ local M = {}
 
 local ENOENT = 2
 
-local function must(what, value, message)
-  if value == nil then
-    error(what .. ": " .. tostring(message), 0)
-  end
-  return value
-end
+local must = errors.must
 
 local function read_file(path)
   local f = io.open(path, "r")

@@ -13,12 +13,7 @@ local log = require "nsbuild.log"
 
 local M = {}
 
-local function must(what, value, message)
-  if value == nil then
-    error(what .. ": " .. tostring(message), 0)
-  end
-  return value
-end
+local must = require("nsbuild.errors").must
 
 --- In the parent, before the clone: the socket pair the master travels on.
 function M.prepare(c)
