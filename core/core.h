@@ -25,8 +25,9 @@ int nsb_fail_path(lua_State *L, int err, const char *op, const char *target);
 /* Push true and return 1. */
 int nsb_ok(lua_State *L);
 
-/* Push a new fd handle that owns fd; the handle starts closed, so an allocation
-   error while creating it cannot leak the descriptor's ownership twice. */
+/* Push a new fd handle that owns fd. The handle is made closed and given fd
+   last, so its finalizer never sees an unset descriptor. NOTE: when Lua cannot
+   allocate the handle it raises, and fd stays open. */
 void nsb_push_fd(lua_State *L, int fd);
 
 /* Return the descriptor of the fd handle at idx, raising if it is closed. */

@@ -137,7 +137,7 @@ resolve_in_root (int rootfd, const char *path, int flags, mode_t mode)
   return (int) syscall (SYS_openat2, rootfd, path, &how, sizeof how);
 }
 
-/* Open the root argument (a path or an fd handle); *owned tells whether to close it. */
+/* Open the root argument (a path or an fd handle); *owned is set when the caller must close it. */
 static int
 open_root (lua_State *L, int idx, int *owned)
 {

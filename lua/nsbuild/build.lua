@@ -217,8 +217,6 @@ local function drain_output(read_end, view, log_file)
   end
 end
 
--- Run a command on an overlay of the layers so far; its upper directory
--- becomes the step's layer, or no layer when the command changed nothing.
 -- Open a shell (or with mode "repl" the nsbuild REPL) in the container of a
 -- failed step: the same layers, the upper directory as the step left it, the
 -- same environment, mounts and policy. Nothing of it is committed.
@@ -248,7 +246,7 @@ local function debug_failed_step(spec, mode, view)
   end
 end
 
--- Run a command on an overlay of the layers so far; its upper directory
+-- Run a command on an overlay of the layers so far. Its upper directory
 -- becomes the step's layer, or no layer when the command changed nothing.
 local function build_run(store, step, key, ctx)
   local settings = ctx.settings
@@ -417,7 +415,7 @@ local builders = {
 -- stderr), debug = "shell" | "repl" to enter the container of a failed run step }.
 -- Returns { key, layers = {layer ids, bottom to top}, steps = {step keys},
 -- config, history, ran, cached }. Raises an nsbuild error naming the step when
--- a step fails; the store then holds nothing of that step.
+-- a step fails; the store then contains nothing of that step.
 function M.build(store, img, opts)
   opts = opts or {}
   opts.view = opts.view or progress.new({})

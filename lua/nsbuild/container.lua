@@ -2,7 +2,7 @@
 -- sequence of steps of the parent and of the child, runs it, and cleans up.
 --
 -- The child is a fork of nsbuild (core.clone) that runs its half of the
--- sequence in Lua and ends in exec or _exit; an error in it reaches the parent
+-- sequence in Lua and ends in exec or _exit. An error in it reaches the parent
 -- through a close-on-exec pipe and becomes an nsbuild error with exit code
 -- 125, 126 (cannot invoke) or 127 (not found).
 local cgroup = require "nsbuild.cgroup"

@@ -48,7 +48,7 @@ end
 
 setmetatable(M, {
   __index = load_field,
-  -- pairs (the REPL's completion and help) sees the whole API.
+  -- pairs (the REPL's completion and help) lists the whole API.
   __pairs = function(t)
     for key in pairs(lazy) do
       if rawget(t, key) == nil then load_field(t, key) end
@@ -57,7 +57,7 @@ setmetatable(M, {
   end,
 })
 
---- The names a recipe sees as globals.
+--- The API names a recipe can use as globals.
 M.recipe_api = { "from", "deb", "scratch", "tarball", "debootstrap", "oci", "policy" }
 
 return M

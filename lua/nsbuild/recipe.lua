@@ -5,7 +5,7 @@ local image = require "nsbuild.image"
 
 local M = {}
 
--- args.KEY reads a --arg value; a value used in a step's definition is part of
+-- args.KEY reads a --arg value. A value used in a step's definition is part of
 -- that step's canonical form, so changing it rebuilds exactly those steps.
 local function read_only(values)
   return setmetatable({}, {

@@ -150,7 +150,8 @@ function Store:work_dir(purpose)
   return base, release
 end
 
---- Remove tmp/ entries whose lock nobody holds: leftovers of a killed build.
+--- Remove tmp/ entries whose lock no process has taken: the leftovers of a
+-- killed build.
 function Store:clean_stale_work()
   local tmp = self:path("tmp")
   for _, name in ipairs(check(core.listdir(tmp))) do
